@@ -1,0 +1,191 @@
+"""The application factory: builds the store, metrics, ingest pipeline and routes from a Config."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import calendar
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import falcon
+from prometheus_client import CollectorRegistry
+
+from exporter.config import Config
+from exporter.errors import StoreError, StoreUnavailable, TelemetryError
+from exporter.ingest import Ingestor, UserHasher
+from exporter.metrics import Metrics, StoreCollector
+from exporter.resources.events import EventsResource
+from exporter.resources.health import HealthResource, ReadyResource
+from exporter.resources.metrics import MetricsResource
+from exporter.resources.page import PageResource
+from exporter.resources.stats import StatsResource
+from exporter.resources.version import LatestVersionResource
+from exporter.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+ROUTES = ("/v1/events", "/v1/version/latest", "/stats", "/metrics", "/", "/healthz", "/readyz", "/openapi.json")
+PROTECTED = frozenset({"/", "/stats", "/metrics"})
+KEY_FILE = "user-id.key"
+
+
+def load_user_key(config: Config) -> bytes:
+    """Return the HMAC key for user ids: the setting, else a file generated once in the data dir."""
+    if config.user_id_key:
+        if len(config.user_id_key) < 16:
+            raise StoreError("--user-id-key must be at least 16 characters")
+        return config.user_id_key.encode("utf-8")
+    path = Path(config.data_dir) / KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = path.read_text().strip()
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise StoreError(f"{path} does not hold a hex key; restore it or remove it (users will recount)") from None
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key.hex() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return key
+
+
+def release_timestamp(date: str) -> float | None:
+    """Parse the YYYY-MM-DD release date into a Unix time, or None when unset or malformed."""
+    try:
+        return float(calendar.timegm(time.strptime(date, "%Y-%m-%d")))
+    except ValueError:
+        return None
+
+
+class AuthMiddleware:
+    """Guards the read endpoints with the read token (Bearer, or Basic with the token as password)."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token.encode("utf-8")
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+        """Reject a protected route without the token, with a Basic challenge browsers understand."""
+        if not self.token or req.uri_template not in PROTECTED:
+            return
+        if not self._authorized(req.get_header("Authorization") or ""):
+            raise falcon.HTTPUnauthorized(
+                title="Authentication required",
+                description="send the read token as a Bearer token, or as the password of HTTP Basic auth",
+                challenges=['Basic realm="FlakeDrop Telemetry", charset="UTF-8"', "Bearer"],
+            )
+
+    def _authorized(self, header: str) -> bool:
+        """Check a Bearer or Basic Authorization header in constant time."""
+        scheme, _, value = header.partition(" ")
+        candidate = b""
+        if scheme.lower() == "bearer":
+            candidate = value.strip().encode("utf-8")
+        elif scheme.lower() == "basic":
+            try:
+                decoded = base64.b64decode(value.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                return False
+            candidate = decoded.partition(b":")[2]
+        return hmac.compare_digest(candidate, self.token)
+
+
+class MetricsMiddleware:
+    """Times every request and counts it by route, method and status code."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Remember when the request started."""
+        req.context.started = time.perf_counter()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, ok: bool) -> None:
+        """Observe latency and count the response."""
+        route = req.uri_template if req.uri_template in ROUTES else "other"
+        method = req.method if req.method in ("GET", "POST", "HEAD", "OPTIONS") else "other"
+        elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
+        self.metrics.latency.labels(route, method).observe(elapsed)
+        self.metrics.requests.labels(route, method, str(resp.status_code)).inc()
+
+
+def create_app(
+    config: Config,
+    *,
+    store: Store | None = None,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+) -> falcon.App:
+    """Build the WSGI app; the caller owns (and closes) the store it passes in."""
+    registry = registry if registry is not None else CollectorRegistry()
+    metrics = Metrics(registry)
+    if store is None:
+        store = open_store(
+            config.store_url,
+            max_versions=config.max_versions,
+            dedup_window=config.dedup_window,
+            clock=clock,
+        )
+    store.observe_commits(metrics.observe_commit)
+    hasher = UserHasher(load_user_key(config))
+    stored = store.key_fingerprint(hasher.fingerprint())
+    if stored != hasher.fingerprint():
+        raise StoreError(
+            "the user-id key differs from the one this store was filled with, so every user would be counted "
+            "twice; restore the key file or --user-id-key used before (all replicas must share one key)"
+        )
+    metrics.store_ready.set_function(lambda: 1.0 if store.ready() else 0.0)
+    registry.register(
+        StoreCollector(
+            store,
+            clock,
+            config.latest_version,
+            release_timestamp(config.latest_release_date),
+            on_error=metrics.store_errors.labels("read").inc,
+        )
+    )
+    ingestor = Ingestor(store, metrics, hasher, clock)
+
+    app = falcon.App(middleware=[MetricsMiddleware(metrics), AuthMiddleware(config.read_token)])
+    app.req_options.strip_url_path_trailing_slash = True
+    app.resp_options.secure_cookies_by_default = True
+
+    def handle_telemetry_error(req: falcon.Request, resp: falcon.Response, exc: TelemetryError, params: dict) -> None:
+        """Map a domain error to its status and JSON body, counting request-level rejections."""
+        if not getattr(exc, "counted", False) and not isinstance(exc, StoreUnavailable):
+            metrics.rejected.labels(exc.reason).inc()
+        resp.status = exc.status
+        resp.media = exc.to_dict()
+        if exc.retry_after is not None:
+            resp.retry_after = exc.retry_after
+
+    def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+        """Never leak a traceback; log it, and answer 500 (a bug: tests require this never happens)."""
+        log.exception("unexpected error on %s %s", req.method, req.path)
+        resp.status = falcon.HTTP_500
+        resp.media = {"title": "Internal error", "description": "the server failed; this is a bug"}
+
+    app.add_error_handler(Exception, handle_unexpected)
+    app.add_error_handler(TelemetryError, handle_telemetry_error)
+    app.add_route("/v1/events", EventsResource(ingestor, config.max_body_bytes, config.max_batch))
+    app.add_route(
+        "/v1/version/latest",
+        LatestVersionResource(
+            config.latest_version, config.latest_release_date, config.update_url, config.latest_critical
+        ),
+    )
+    app.add_route("/stats", StatsResource(store, config.latest_version, clock))
+    app.add_route("/metrics", MetricsResource(registry))
+    app.add_route("/", PageResource(store, config.latest_version, config.grafana_url, clock))
+    app.add_route("/healthz", HealthResource())
+    app.add_route("/readyz", ReadyResource(store))
+    return app

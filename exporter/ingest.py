@@ -1,0 +1,126 @@
+"""Ingest: normalized events become keyed-hash records, are committed to the store, and are counted."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exporter.errors import InvalidEvent, StoreUnavailable
+from exporter.metrics import Metrics
+from exporter.normalize import Event, normalize
+from exporter.store import Record, Store
+
+
+@dataclass
+class Outcome:
+    """What happened to each item of a request."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the batch reply body."""
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+
+
+class UserHasher:
+    """Re-hashes client user ids with a keyed HMAC, so the store never holds an id as received."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __call__(self, user_id: str) -> bytes:
+        """Return the 16-byte keyed hash of a user id."""
+        return hmac.new(self._key, user_id.encode("ascii"), hashlib.sha256).digest()[:16]
+
+    def fingerprint(self) -> str:
+        """Return a public fingerprint of the key, to detect replicas or restarts with another key."""
+        return hmac.new(self._key, b"flakedrop-telemetry key fingerprint", hashlib.sha256).hexdigest()[:16]
+
+
+def dedup_key(user: bytes, event: Event) -> bytes | None:
+    """Return the identity of an event for dedup: its id, else user+type+client timestamp."""
+    if event.event_id is not None:
+        material = b"id\0" + event.event_id.encode("ascii")
+    elif event.client_time_ns is not None:
+        material = b"ts\0" + event.type.encode("ascii") + b"\0" + str(event.client_time_ns).encode("ascii")
+    else:
+        return None
+    return hashlib.blake2b(user + material, digest_size=16).digest()
+
+
+class Ingestor:
+    """Normalizes, records and commits events, counting every rejection by reason."""
+
+    def __init__(self, store: Store, metrics: Metrics, hasher: UserHasher, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.metrics = metrics
+        self.hasher = hasher
+        self.clock = clock
+
+    def to_record(self, event: Event, now: float) -> Record:
+        """Build the store record of one event, observing the client's clock skew."""
+        user = self.hasher(event.user_id)
+        if event.client_time_ns is not None:
+            self.metrics.clock_skew.observe(abs(now - event.client_time_ns / 1e9))
+        return Record(
+            user=user,
+            type=event.type,
+            version=event.version,
+            os=event.os,
+            arch=event.arch,
+            success=event.success,
+            received_at=now,
+            dedup_key=dedup_key(user, event),
+        )
+
+    def ingest_one(self, item: Any) -> bool:
+        """Ingest a single event; raise InvalidEvent or StoreUnavailable; return False for a duplicate."""
+        try:
+            event = normalize(item)
+        except InvalidEvent as exc:
+            self.metrics.rejected.labels(exc.reason).inc()
+            exc.counted = True  # type: ignore[attr-defined]
+            raise
+        outcome = self._commit([self.to_record(event, self.clock())], [0], Outcome())
+        return outcome.accepted == 1
+
+    def ingest_batch(self, items: Sequence[Any]) -> Outcome:
+        """Ingest a batch: invalid items are reported by index, the valid ones committed together."""
+        now = self.clock()
+        outcome = Outcome()
+        records, indices = [], []
+        for index, item in enumerate(items):
+            try:
+                event = normalize(item)
+            except InvalidEvent as exc:
+                self.metrics.rejected.labels(exc.reason).inc()
+                outcome.rejected.append({"index": index, "reason": exc.reason, "field": exc.field,
+                                         "description": exc.description})
+                continue
+            records.append(self.to_record(event, now))
+            indices.append(index)
+        return self._commit(records, indices, outcome)
+
+    def _commit(self, records: list[Record], indices: list[int], outcome: Outcome) -> Outcome:
+        """Write records to the store and count the result."""
+        if not records:
+            return outcome
+        try:
+            result = self.store.write(records)
+        except StoreUnavailable:
+            self.metrics.rejected.labels("store_unavailable").inc(len(records))
+            self.metrics.store_errors.labels("write").inc()
+            raise
+        counted = sum(result.counted)
+        outcome.accepted += counted
+        outcome.duplicates += len(records) - counted
+        if outcome.duplicates:
+            self.metrics.duplicates.inc(len(records) - counted)
+        for label, count in result.overflow.items():
+            self.metrics.overflow.labels(label).inc(count)
+        return outcome

@@ -1,0 +1,207 @@
+"""Prometheus metrics: this process's own instruments, and a collector for the store-backed families."""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.errors import REJECT_REASONS, StoreUnavailable
+from exporter.normalize import canonical_version
+from exporter.store import Snapshot, Store
+from exporter.store.base import WINDOWS
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+SKEW_BUCKETS = (1, 10, 60, 300, 3600, 21600, 86400, 604800, 2592000)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
+OVERFLOW_LABELS = ("version", "os", "arch")
+
+
+class Metrics:
+    """This process's instruments, registered in one registry (tests pass a fresh one each)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.rejected = Counter(
+            "flakedrop_events_rejected",
+            "Events or requests rejected, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REJECT_REASONS:
+            self.rejected.labels(reason)
+        self.duplicates = Counter(
+            "flakedrop_events_duplicate", "Events acknowledged but not counted again (dedup).", registry=registry
+        )
+        self.overflow = Counter(
+            "flakedrop_label_overflow",
+            "Label values folded into 'other' by an allowlist or cardinality cap, by label.",
+            ["label"],
+            registry=registry,
+        )
+        for label in OVERFLOW_LABELS:
+            self.overflow.labels(label)
+        self.requests = Counter(
+            "flakedrop_http_requests", "HTTP requests served.", ["route", "method", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "flakedrop_http_request_duration_seconds",
+            "Time to serve an HTTP request, in seconds.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.clock_skew = Histogram(
+            "flakedrop_client_clock_skew_seconds",
+            "Absolute difference between an event's client timestamp and its receive time, in seconds.",
+            buckets=SKEW_BUCKETS,
+            registry=registry,
+        )
+        self.commit_size = Histogram(
+            "flakedrop_store_commit_batch_size",
+            "Events committed per group commit.",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.commit_duration = Histogram(
+            "flakedrop_store_commit_duration_seconds",
+            "Time to apply and commit one group commit, in seconds.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.store_errors = Counter(
+            "flakedrop_store_errors", "Store operations that failed, by operation.", ["op"], registry=registry
+        )
+        for op in ("write", "read"):
+            self.store_errors.labels(op)
+        self.store_ready = Gauge(
+            "flakedrop_store_ready", "1 when the store can take writes, else 0.", registry=registry
+        )
+        build = Gauge(
+            "flakedrop_build_info",
+            "Build information; the value is always 1.",
+            ["version", "python_version"],
+            registry=registry,
+        )
+        build.labels(__version__, platform.python_version()).set(1)
+
+    def observe_commit(self, count: int, seconds: float) -> None:
+        """Record one group commit (the store calls this)."""
+        self.commit_size.observe(count)
+        self.commit_duration.observe(seconds)
+
+
+class StoreCollector(Collector):
+    """Yields the store-backed families at scrape time, computed from the store's aggregates."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Callable[[], float],
+        latest_version: str,
+        latest_release_ts: float | None,
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.latest = canonical_version(latest_version)
+        self.latest_raw = latest_version
+        self.latest_release_ts = latest_release_ts
+        self.on_error = on_error
+
+    def collect(self) -> Iterator[Metric]:
+        """Read one snapshot and yield every store-backed family from it."""
+        try:
+            snap = self.store.snapshot(self.clock())
+        except StoreUnavailable:
+            if self.on_error is not None:
+                self.on_error()
+            log.warning("store unavailable during scrape; store-backed families omitted")
+            return
+        yield from families(snap, self.latest, self.latest_raw, self.latest_release_ts)
+
+
+def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | None) -> Iterator[Metric]:
+    """Build the store-backed metric families from one snapshot."""
+    deployments = CounterMetricFamily(
+        "flakedrop_deployments", "Real deployments reported by clients.", labels=["os", "version", "outcome"]
+    )
+    for (os_, version, outcome), value in sorted(snap.family("deployments").items()):
+        deployments.add_metric([os_, version, outcome], value)
+    yield deployments
+
+    configs = CounterMetricFamily(
+        "flakedrop_configs_created", "Configs created (FlakeDrop setup runs).", labels=["os", "version"]
+    )
+    for (os_, version, _), value in sorted(snap.family("configs").items()):
+        configs.add_metric([os_, version], value)
+    yield configs
+
+    heartbeats = CounterMetricFamily(
+        "flakedrop_heartbeats", "Daily heartbeats from installations.", labels=["os", "version", "arch"]
+    )
+    for (os_, version, arch), value in sorted(snap.family("heartbeats").items()):
+        heartbeats.add_metric([os_, version, arch], value)
+    yield heartbeats
+
+    events = CounterMetricFamily("flakedrop_events", "Events accepted, by type.", labels=["type"])
+    for (kind, _, _), value in sorted(snap.family("events").items()):
+        events.add_metric([kind], value)
+    yield events
+
+    users = GaugeMetricFamily(
+        "flakedrop_users", "Users by their last seen os and version; the sum is the unique users.",
+        labels=["os", "version"],
+    )
+    by_os_version: dict[tuple[str, str], int] = {}
+    for (os_, version, _arch), value in snap.family("users").items():
+        by_os_version[(os_, version)] = by_os_version.get((os_, version), 0) + value
+    for (os_, version), value in sorted(by_os_version.items()):
+        if value:
+            users.add_metric([os_, version], value)
+    yield users
+
+    active = GaugeMetricFamily("flakedrop_active_users", "Users seen within the window.", labels=["window"])
+    for window in WINDOWS:
+        active.add_metric([window], snap.active.get(window, 0))
+    yield active
+
+    active_by_version = GaugeMetricFamily(
+        "flakedrop_active_users_by_version",
+        "Users seen within the window, by their last seen version.",
+        labels=["window", "version"],
+    )
+    for (window, version), value in sorted(snap.active_by_version.items()):
+        active_by_version.add_metric([window, version], value)
+    yield active_by_version
+
+    flags = snap.family("user_flags")
+    yield GaugeMetricFamily(
+        "flakedrop_activated_users", "Users with at least one real deployment.",
+        value=flags.get(("activated", "", ""), 0),
+    )
+    yield GaugeMetricFamily(
+        "flakedrop_configured_users", "Users who created a config.", value=flags.get(("configured", "", ""), 0)
+    )
+    on_latest = sum(value for (_, version), value in by_os_version.items() if version == latest)
+    yield GaugeMetricFamily(
+        "flakedrop_users_on_latest", "Users whose last seen version is the latest release.", value=on_latest
+    )
+    info = GaugeMetricFamily(
+        "flakedrop_latest_version_info", "The configured latest release; the value is always 1.", labels=["version"]
+    )
+    info.add_metric([latest], 1)
+    yield info
+    if release_ts is not None:
+        yield GaugeMetricFamily(
+            "flakedrop_latest_release_timestamp_seconds",
+            "Release date of the latest release, as a Unix time in seconds.",
+            value=release_ts,
+        )

@@ -1,0 +1,1 @@
+"""HTTP resources, one module per endpoint; each is thin and calls the core."""

@@ -1,0 +1,38 @@
+"""POST /v1/events: one event, or a batch, in the client's exact bytes."""
+
+from __future__ import annotations
+
+import falcon
+
+from exporter.ingest import Ingestor
+from exporter.wire import check_content_type, parse_json, read_body, split_batch
+
+
+class EventsResource:
+    """Accepts events; replies {"status": "ok"} to one event and per-item results to a batch."""
+
+    def __init__(self, ingestor: Ingestor, max_body_bytes: int, max_batch: int) -> None:
+        self.ingestor = ingestor
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Decode, validate and commit; 2xx only once the events are durable."""
+        check_content_type(req.content_type)
+        body = read_body(req.bounded_stream, req.content_length, req.get_header("Content-Encoding"),
+                         self.max_body_bytes)
+        items, is_batch = split_batch(parse_json(body), self.max_batch)
+        if not is_batch:
+            self.ingestor.ingest_one(items[0])
+            resp.media = {"status": "ok"}
+            return
+        outcome = self.ingestor.ingest_batch(items)
+        resp.media = outcome.to_dict()
+        if outcome.accepted == 0 and outcome.duplicates == 0:
+            resp.status = falcon.HTTP_400
+            resp.media = {
+                "title": "Invalid batch",
+                "description": "no event in the batch is valid; see rejected[] for each reason",
+                "reason": "invalid_batch",
+                **outcome.to_dict(),
+            }

@@ -1,0 +1,25 @@
+"""GET /stats: the reference keys plus ours, computed from the store's aggregates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import falcon
+
+from exporter.stats import build_stats
+from exporter.store import Store
+
+
+class StatsResource:
+    """Serves /stats as JSON."""
+
+    def __init__(self, store: Store, latest_version: str, clock: Callable[[], float]) -> None:
+        self.store = store
+        self.latest_version = latest_version
+        self.clock = clock
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Return the current stats, never cached."""
+        now = self.clock()
+        resp.media = build_stats(self.store.snapshot(now), self.latest_version, now)
+        resp.cache_control = ["no-store"]

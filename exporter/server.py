@@ -1,0 +1,146 @@
+"""Serving: waitress with deliberate limits, one or several processes, and a clean shutdown."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+from waitress.server import create_server
+
+from exporter.app import create_app
+from exporter.config import Config
+from exporter.store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+def waitress_options(config: Config) -> dict:
+    """Return waitress's limits, set on purpose rather than left at its defaults."""
+    return {
+        "threads": config.threads,
+        "connection_limit": config.connection_limit,
+        "channel_timeout": config.channel_timeout,
+        "cleanup_interval": max(1, min(30, config.channel_timeout // 2)),
+        # waitress buffers a body before the app sees it: cap it near our own limit (gzip bodies are smaller).
+        "max_request_body_size": config.max_body_bytes + 64 * 1024,
+        "max_request_header_size": 64 * 1024,
+        "inbuf_overflow": 512 * 1024,
+        "outbuf_overflow": 1024 * 1024,
+        "backlog": 1024,
+        "ident": "flakedrop-telemetry",
+        "expose_tracebacks": False,
+        "clear_untrusted_proxy_headers": True,
+    }
+
+
+class Maintenance(threading.Thread):
+    """Background upkeep inside the server: prunes users past the retention period, hourly."""
+
+    def __init__(self, store: Store, retention_days: int, interval: float = 3600.0) -> None:
+        super().__init__(name="maintenance", daemon=True)
+        self.store = store
+        self.retention_days = retention_days
+        self.interval = interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        """Prune now, then once per interval, until stopped."""
+        while not self.stopped.is_set():
+            try:
+                removed = self.store.prune(time.time() - self.retention_days * 86400)
+                if removed:
+                    log.info("retention: removed %d users inactive for over %d days", removed, self.retention_days)
+            except Exception as exc:
+                log.warning("retention pruning failed, will retry: %s", exc)
+            self.stopped.wait(self.interval)
+
+
+def serve(config: Config) -> int:
+    """Run the server until SIGTERM or SIGINT; return the exit code."""
+    if config.workers > 1:
+        return serve_workers(config)
+    sock = bind_socket(config)
+    return _serve_on(config, sock)
+
+
+def bind_socket(config: Config) -> socket.socket:
+    """Bind the listening socket (with SO_REUSEPORT, so several processes can share the port)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if config.workers > 1:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((config.host, config.port))
+    sock.listen(1024)
+    return sock
+
+
+def _serve_on(config: Config, sock: socket.socket) -> int:
+    """Serve one process on an already bound socket."""
+    store = open_store(config.store_url, max_versions=config.max_versions, dedup_window=config.dedup_window)
+    app = create_app(config, store=store)
+    maintenance = Maintenance(store, config.retention_days) if config.retention_days else None
+    if maintenance:
+        maintenance.start()
+    server = create_server(app, sockets=[sock], **waitress_options(config))
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    log.info(
+        "serving on http://%s:%d (store %s, pid %d)",
+        config.host, config.port, config.store_url.split("@")[-1], os.getpid(),
+    )
+    try:
+        server.run()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    finally:
+        if maintenance:
+            maintenance.stopped.set()
+        server.close()
+        store.close()
+        log.info("stopped")
+    return 0
+
+
+def serve_workers(config: Config) -> int:
+    """Fork several single-process servers sharing the port with SO_REUSEPORT; restart none."""
+    children: list[int] = []
+    for _ in range(config.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _serve_on(config, bind_socket(config))
+            finally:
+                os._exit(code)
+        children.append(pid)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        while True:
+            try:
+                _, code = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+

@@ -1,0 +1,472 @@
+"""The SQL engine shared by the SQLite and PostgreSQL stores: group commit, reads, pruning, health."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any
+
+from exporter.errors import StoreUnavailable
+from exporter.store.base import (
+    FAMILIES,
+    WINDOWS,
+    DailyRow,
+    Plan,
+    Record,
+    Snapshot,
+    UserRow,
+    WriteResult,
+    active_counts,
+    day_of,
+    plan_batch,
+    plan_removal,
+)
+
+log = logging.getLogger(__name__)
+CommitObserver = Callable[[int, float], None]
+
+USER_COLUMNS = "id, first_seen, last_seen, os, version, arch, configured, deployed"
+
+
+class _Job:
+    """Records waiting for the next group commit, or a maintenance call, and the future answering it."""
+
+    __slots__ = ("future", "records", "task")
+
+    def __init__(self, records: Sequence[Record] = (), task: Callable[[Any], Any] | None = None) -> None:
+        self.records = records
+        self.task = task
+        self.future: Future[Any] = Future()
+
+
+class SQLStore(ABC):
+    """A Store on a DB-API database: one writer thread commits every waiting request in one transaction."""
+
+    placeholder = "?"
+    max_commit_records = 2000
+    probe_interval = 1.0
+    write_timeout = 30.0
+
+    def __init__(
+        self,
+        *,
+        max_versions: int = 100,
+        dedup_window: int = 172800,
+        read_connections: int = 4,
+        clock: Callable[[], float] = time.time,
+        on_commit: CommitObserver | None = None,
+    ) -> None:
+        self.max_versions = max_versions
+        self.dedup_window = dedup_window
+        self.clock = clock
+        self.on_commit = on_commit
+        self._jobs: list[_Job] = []
+        self._cond = threading.Condition()
+        self._closing = False
+        self._healthy = True
+        self._versions: set[str] = set()
+        self._readers: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._reader_slots = threading.BoundedSemaphore(read_connections)
+        self._writer_conn: Any = None
+        self._last_dedup_prune = 0.0
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+
+    # ----- backend hooks -------------------------------------------------------------------
+    @abstractmethod
+    def _connect(self, *, writer: bool) -> Any:
+        """Open a new connection."""
+
+    @abstractmethod
+    def _begin(self, cur: Any) -> None:
+        """Start a write transaction."""
+
+    @abstractmethod
+    def _claim_dedup(self, cur: Any, keys: list[bytes], now: int) -> set[bytes]:
+        """Insert dedup keys not yet present and return the ones this call inserted."""
+
+    @abstractmethod
+    def _lock_users(self, cur: Any, ids: list[bytes]) -> dict[bytes, UserRow]:
+        """Return (and lock, where the backend can) the rows of these users."""
+
+    @abstractmethod
+    def _is_connection_error(self, exc: BaseException) -> bool:
+        """Return whether an error means the connection must be replaced."""
+
+    # ----- public contract -----------------------------------------------------------------
+    def start(self) -> None:
+        """Start the writer thread (called by the backend once the schema is ready)."""
+        self._versions = self._read(lambda cur: self._load_versions(cur))
+        self._thread.start()
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        """Apply and commit records together with concurrent callers; durable at return."""
+        if not records:
+            return WriteResult([])
+        return self._submit(_Job(records=records))
+
+    def _submit(self, job: _Job) -> Any:
+        """Queue a job for the writer thread and wait for its answer."""
+        with self._cond:
+            if self._closing:
+                raise StoreUnavailable("the server is shutting down; retry later")
+            self._jobs.append(job)
+            self._cond.notify()
+        try:
+            return job.future.result(timeout=self.write_timeout)
+        except TimeoutError:
+            raise StoreUnavailable("the store did not commit in time; retry later") from None
+
+    def observe_commits(self, callback: CommitObserver) -> None:
+        """Call callback(records, seconds) after every group commit (for the commit metrics)."""
+        self.on_commit = callback
+
+    def ready(self) -> bool:
+        """Return whether the last write or probe succeeded."""
+        return self._healthy and not self._closing and self._thread.is_alive()
+
+    def snapshot(self, now: float) -> Snapshot:
+        """Return every aggregate, reading only small tables."""
+        return self._read(lambda cur: self._snapshot(cur, now))
+
+    def daily(self, days: int, now: float) -> list[DailyRow]:
+        """Return the last `days` days of rollups, oldest first, with empty days filled in."""
+        return self._read(lambda cur: self._daily(cur, days, now))
+
+    def prune(self, before: float) -> int:
+        """Delete users not seen since `before`, adjusting user gauges; event aggregates stay."""
+        return self._submit(_Job(task=lambda cur: self._prune(cur, int(before))))
+
+    def key_fingerprint(self, fingerprint: str) -> str:
+        """Store the user-id key's fingerprint the first time; return the one the store holds."""
+
+        def task(cur: Any) -> str:
+            cur.execute(
+                self._sql("INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?) ON CONFLICT DO NOTHING"),
+                (fingerprint,),
+            )
+            return str(self._scalar(cur, "SELECT value FROM meta WHERE key = 'key_fingerprint'"))
+
+        return self._submit(_Job(task=task))
+
+    def user_count(self) -> int:
+        """Return the number of per-user rows (for tests and benchmarks; scans)."""
+        return self._read(lambda cur: self._scalar(cur, "SELECT COUNT(*) FROM users"))
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close every connection."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.write_timeout)
+        while not self._readers.empty():
+            self._safe_close(self._readers.get_nowait())
+
+    # ----- reads ---------------------------------------------------------------------------
+    def _read(self, fn: Callable[[Any], Any]) -> Any:
+        """Run fn on a pooled read connection, replacing the connection if it broke."""
+        if not self._reader_slots.acquire(timeout=self.write_timeout):
+            raise StoreUnavailable("the store is busy; retry later")
+        conn = None
+        try:
+            try:
+                conn = self._readers.get_nowait()
+            except queue.Empty:
+                conn = self._connect(writer=False)
+            cur = conn.cursor()
+            try:
+                result = fn(cur)
+            finally:
+                cur.close()
+            self._end_read(conn)
+            self._readers.put(conn)
+            conn = None
+            return result
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.warning("store read failed: %s", exc)
+            raise StoreUnavailable() from exc
+        finally:
+            if conn is not None:
+                self._safe_close(conn)
+            self._reader_slots.release()
+
+    def _end_read(self, conn: Any) -> None:
+        """Finish a read so the connection holds no snapshot open."""
+        conn.rollback()
+
+    def _scalar(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        """Run a query and return its single value."""
+        cur.execute(self._sql(sql), params)
+        row = cur.fetchone()
+        return row[0] if row else None
+
+    def _sql(self, sql: str) -> str:
+        """Adapt `?` placeholders to the backend."""
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _snapshot(self, cur: Any, now: float) -> Snapshot:
+        """Read the counters and the hour buckets of the last 30 days."""
+        cur.execute("SELECT family, k1, k2, k3, value FROM counters")
+        counters = {(f, a, b, c): int(v) for f, a, b, c, v in cur.fetchall()}
+        first_hour = int(now) // 3600 - max(WINDOWS.values())
+        cur.execute(self._sql("SELECT hour, version, users FROM hours WHERE hour > ? AND users <> 0"), (first_hour,))
+        active, by_version = active_counts(((int(h), v, int(u)) for h, v, u in cur.fetchall()), now)
+        return Snapshot(counters=counters, active=active, active_by_version=by_version)
+
+    def _daily(self, cur: Any, days: int, now: float) -> list[DailyRow]:
+        """Fold the daily table into one row per day."""
+        names = [day_of(now - 86400 * back) for back in range(days - 1, -1, -1)]
+        cur.execute(self._sql("SELECT day, metric, version, value FROM daily WHERE day >= ?"), (names[0],))
+        per_day: dict[str, Counter[str]] = {name: Counter() for name in names}
+        versions: dict[str, Counter[str]] = {name: Counter() for name in names}
+        for day, metric, version, value in cur.fetchall():
+            if day not in per_day:
+                continue
+            per_day[day][metric] += int(value)
+            if metric == "active":
+                versions[day][version] += int(value)
+        return [
+            DailyRow(
+                day=name,
+                deployments_success=per_day[name]["deployments_success"],
+                deployments_failure=per_day[name]["deployments_failure"],
+                configs=per_day[name]["configs"],
+                new_users=per_day[name]["new_users"],
+                active_by_version=dict(versions[name]),
+            )
+            for name in names
+        ]
+
+    def _load_versions(self, cur: Any) -> set[str]:
+        """Return the version label values already admitted under the cap."""
+        cur.execute("SELECT value FROM label_values WHERE label = 'version'")
+        return {row[0] for row in cur.fetchall()}
+
+    # ----- the writer ----------------------------------------------------------------------
+    def _run(self) -> None:
+        """Writer loop: take every waiting job, commit them together, answer each."""
+        while True:
+            with self._cond:
+                if not self._jobs and not self._closing:
+                    self._cond.wait(timeout=self.probe_interval)
+                jobs = self._take_jobs()
+                closing = self._closing
+            if jobs:
+                self._commit(jobs)
+            elif closing:
+                break
+            else:
+                self._idle()
+        self._safe_close(self._writer_conn)
+        self._writer_conn = None
+
+    def _take_jobs(self) -> list[_Job]:
+        """Pop waiting jobs up to the per-commit record budget; maintenance jobs run alone."""
+        if not self._jobs:
+            return []
+        if self._jobs[0].task is not None:
+            return [self._jobs.pop(0)]
+        taken, count = [], 0
+        while self._jobs and self._jobs[0].task is None:
+            size = len(self._jobs[0].records)
+            if taken and count + size > self.max_commit_records:
+                break
+            taken.append(self._jobs.pop(0))
+            count += size
+        return taken
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """Yield a cursor inside a write transaction; commit on success, roll back on failure."""
+        if self._writer_conn is None:
+            self._writer_conn = self._connect(writer=True)
+        conn = self._writer_conn
+        cur = conn.cursor()
+        try:
+            self._begin(cur)
+            yield cur
+            conn.commit()
+        except BaseException as exc:
+            try:
+                conn.rollback()
+            except Exception:
+                self._writer_conn = None
+                self._safe_close(conn)
+            if self._is_connection_error(exc) and self._writer_conn is not None:
+                self._writer_conn = None
+                self._safe_close(conn)
+            raise
+        finally:
+            try:
+                cur.close()
+            except Exception:
+                pass
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        """Commit a group of jobs in one transaction and answer each job's future."""
+        started = time.perf_counter()
+        records = [rec for job in jobs for rec in job.records]
+        try:
+            with self._transaction() as cur:
+                if jobs[0].task is not None:
+                    answers: list[Any] = [jobs[0].task(cur)]
+                else:
+                    result = self._apply(cur, records)
+            if jobs[0].task is None:
+                answers, offset = [], 0
+                for job in jobs:
+                    part = WriteResult(result.counted[offset : offset + len(job.records)])
+                    offset += len(job.records)
+                    answers.append(part)
+                answers[0].overflow = result.overflow
+        except Exception as exc:
+            self._versions = set()  # reload after a rollback: admitted versions may not be stored
+            self._mark_unhealthy(exc)
+            for job in jobs:
+                job.future.set_exception(StoreUnavailable())
+            return
+        self._healthy = True
+        if self.on_commit is not None and records:
+            self.on_commit(len(records), time.perf_counter() - started)
+        for job, answer in zip(jobs, answers, strict=True):
+            job.future.set_result(answer)
+
+    def _mark_unhealthy(self, exc: BaseException) -> None:
+        """Remember that the store failed, logging the first failure of a run loudly."""
+        if self._healthy:
+            log.error("store write failed, answering 503 until it recovers: %s", exc)
+        self._healthy = False
+
+    def _idle(self) -> None:
+        """Between commits: probe a failed store, and drop expired dedup keys now and then."""
+        now = self.clock()
+        try:
+            if not self._healthy:
+                with self._transaction() as cur:
+                    cur.execute(self._sql("UPDATE meta SET value = ? WHERE key = 'probe'"), (str(int(now)),))
+                self._versions = self._read(lambda cur: self._load_versions(cur))
+                log.info("store recovered")
+                self._healthy = True
+            elif now - self._last_dedup_prune > 60:
+                with self._transaction() as cur:
+                    cur.execute(self._sql("DELETE FROM dedup WHERE at < ?"), (int(now) - self.dedup_window,))
+                self._last_dedup_prune = now
+        except Exception as exc:
+            self._mark_unhealthy(exc)
+
+    def _apply(self, cur: Any, records: list[Record]) -> WriteResult:
+        """Claim dedup keys, lock the touched users, plan the batch and write its effects."""
+        keys = list(dict.fromkeys(rec.dedup_key for rec in records if rec.dedup_key is not None))
+        claimed = self._claim_dedup(cur, keys, int(self.clock())) if keys else set()
+        users = self._lock_users(cur, sorted({rec.user for rec in records}))
+        if any(rec.version not in self._versions for rec in records):
+            self._versions = self._load_versions(cur)
+        plan = plan_batch(records, users, set(keys) - claimed, self._versions, self.max_versions)
+        self._write_plan(cur, plan)
+        return WriteResult(plan.counted, plan.overflow)
+
+    def _write_plan(self, cur: Any, plan: Plan) -> None:
+        """Write a plan's user rows, counters, hour buckets, daily rollups and new label values."""
+        if plan.users:
+            cur.executemany(
+                self._sql(
+                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (id) DO UPDATE SET first_seen = excluded.first_seen, "
+                    "last_seen = excluded.last_seen, os = excluded.os, version = excluded.version, "
+                    "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed"
+                ),
+                [
+                    (uid, u.first_seen, u.last_seen, u.os, u.version, u.arch, int(u.configured), int(u.deployed))
+                    for uid, u in sorted(plan.users.items())
+                ],
+            )
+        self._add_counters(cur, plan.counters, plan.hours)
+        if plan.daily:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO daily (day, metric, version, value) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (day, metric, version) DO UPDATE SET value = daily.value + excluded.value"
+                ),
+                [(*key, value) for key, value in sorted(plan.daily.items())],
+            )
+        if plan.new_versions:
+            cur.executemany(
+                self._sql("INSERT INTO label_values (label, value) VALUES ('version', ?) ON CONFLICT DO NOTHING"),
+                [(v,) for v in plan.new_versions],
+            )
+
+    def _add_counters(self, cur: Any, counters: Counter, hours: Counter) -> None:
+        """Add deltas to the counters and hour-bucket tables, in key order to avoid deadlocks."""
+        rows = [(*key, value) for key, value in sorted(counters.items()) if value]
+        if rows:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO counters (family, k1, k2, k3, value) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (family, k1, k2, k3) DO UPDATE SET value = counters.value + excluded.value"
+                ),
+                rows,
+            )
+        hour_rows = [(*key, value) for key, value in sorted(hours.items()) if value]
+        if hour_rows:
+            cur.executemany(
+                self._sql(
+                    "INSERT INTO hours (hour, version, users) VALUES (?, ?, ?) "
+                    "ON CONFLICT (hour, version) DO UPDATE SET users = hours.users + excluded.users"
+                ),
+                hour_rows,
+            )
+
+    def _prune(self, cur: Any, before: int) -> int:
+        """Delete inactive users in chunks, moving them out of the user gauges."""
+        removed = 0
+        while True:
+            cur.execute(
+                self._sql(f"SELECT {USER_COLUMNS} FROM users WHERE last_seen < ? ORDER BY id LIMIT 5000"), (before,)
+            )
+            rows = cur.fetchall()
+            if not rows:
+                return removed
+            counters, hours = plan_removal(_user_row(row) for row in rows)
+            self._add_counters(cur, counters, hours)
+            cur.executemany(self._sql("DELETE FROM users WHERE id = ?"), [(row[0],) for row in rows])
+            removed += len(rows)
+
+    @staticmethod
+    def _safe_close(conn: Any) -> None:
+        """Close a connection, ignoring errors from one that is already broken."""
+        if conn is None:
+            return
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+def _user_row(row: Sequence[Any]) -> UserRow:
+    """Build a UserRow from a users-table row that starts with the id."""
+    return UserRow(
+        first_seen=int(row[1]),
+        last_seen=int(row[2]),
+        os=row[3],
+        version=row[4],
+        arch=row[5],
+        configured=bool(row[6]),
+        deployed=bool(row[7]),
+    )
+
+
+def rows_to_users(rows: Sequence[Sequence[Any]]) -> dict[bytes, UserRow]:
+    """Map users-table rows to {id: UserRow}."""
+    return {bytes(row[0]): _user_row(row) for row in rows}
+
+
+__all__ = ["FAMILIES", "SQLStore", "rows_to_users"]
