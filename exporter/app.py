@@ -30,7 +30,16 @@ from exporter.store import Store, open_store
 
 log = logging.getLogger(__name__)
 
-ROUTES = ("/v1/events", "/v1/version/latest", "/stats", "/metrics", "/", "/healthz", "/readyz", "/openapi.json")
+ROUTES = (
+    "/v1/events",
+    "/v1/version/latest",
+    "/stats",
+    "/metrics",
+    "/",
+    "/healthz",
+    "/readyz",
+    "/openapi.json",
+)
 PROTECTED = frozenset({"/", "/stats", "/metrics"})
 KEY_FILE = "user-id.key"
 
@@ -50,7 +59,9 @@ def load_user_key(config: Config) -> bytes:
         try:
             return bytes.fromhex(text)
         except ValueError:
-            raise StoreError(f"{path} does not hold a hex key; restore it or remove it (users will recount)") from None
+            raise StoreError(
+                f"{path} does not hold a hex key; restore it or remove it (users will recount)"
+            ) from None
     key = secrets.token_bytes(32)
     with os.fdopen(fd, "w") as handle:
         handle.write(key.hex() + "\n")
@@ -73,7 +84,9 @@ class AuthMiddleware:
     def __init__(self, token: str) -> None:
         self.token = token.encode("utf-8")
 
-    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict) -> None:
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
         """Reject a protected route without the token, with a Basic challenge browsers understand."""
         if not self.token or req.uri_template not in PROTECTED:
             return
@@ -109,7 +122,9 @@ class MetricsMiddleware:
         """Remember when the request started."""
         req.context.started = time.perf_counter()
 
-    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: object, ok: bool) -> None:
+    def process_response(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, ok: bool
+    ) -> None:
         """Observe latency and count the response."""
         route = req.uri_template if req.uri_template in ROUTES else "other"
         method = req.method if req.method in ("GET", "POST", "HEAD", "OPTIONS") else "other"
@@ -159,7 +174,9 @@ def create_app(
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = True
 
-    def handle_telemetry_error(req: falcon.Request, resp: falcon.Response, exc: TelemetryError, params: dict) -> None:
+    def handle_telemetry_error(
+        req: falcon.Request, resp: falcon.Response, exc: TelemetryError, params: dict
+    ) -> None:
         """Map a domain error to its status and JSON body, counting request-level rejections."""
         if not getattr(exc, "counted", False) and not isinstance(exc, StoreUnavailable):
             metrics.rejected.labels(exc.reason).inc()

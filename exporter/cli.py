@@ -47,7 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flakedrop-telemetry: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
     )
     from exporter.server import serve
 

@@ -27,7 +27,9 @@ def _envelope(payload: str, kind: str) -> bytes:
     return ('{"data":{"data":' + payload + '},"type":' + _compact(kind) + "}").encode("utf-8")
 
 
-def heartbeat(user_id: str, version: str, os: str, arch: str, ts_ns: int, metrics: dict | None = None) -> bytes:
+def heartbeat(
+    user_id: str, version: str, os: str, arch: str, ts_ns: int, metrics: dict | None = None
+) -> bytes:
     """A heartbeat: a Go struct, so fields in declaration order; metrics only at the higher analytics level."""
     parts = [
         f'"version":{_compact(version)}',

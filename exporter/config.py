@@ -41,9 +41,12 @@ class Config:
     )
     threads: int = setting(8, "Waitress worker threads per process.")
     workers: int = setting(
-        1, "Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL or uses SQLite's lock."
+        1,
+        "Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL or uses SQLite's lock.",
     )
-    connection_limit: int = setting(256, "Most simultaneous client connections per process; more wait in the backlog.")
+    connection_limit: int = setting(
+        256, "Most simultaneous client connections per process; more wait in the backlog."
+    )
     channel_timeout: int = setting(10, "Seconds an idle or slow connection is kept before it is cut off.")
     max_body_bytes: int = setting(1048576, "Largest request body accepted, after gzip decoding (bytes).")
     max_batch: int = setting(100, "Most events in one batch request.")
@@ -51,16 +54,24 @@ class Config:
     dedup_window: int = setting(
         172800, "Seconds during which an identical event (same id, or user+type+timestamp) is counted once."
     )
-    latest_version: str = setting("v1.3.5", "Latest FlakeDrop release, answered by /v1/version/latest.", group="release")
-    latest_release_date: str = setting("2026-11-20", "Release date of the latest release (YYYY-MM-DD).", group="release")
+    latest_version: str = setting(
+        "v1.3.5", "Latest FlakeDrop release, answered by /v1/version/latest.", group="release"
+    )
+    latest_release_date: str = setting(
+        "2026-11-20", "Release date of the latest release (YYYY-MM-DD).", group="release"
+    )
     update_url: str = setting(
         "https://github.com/flakedrop/flakedrop/releases/latest",
         "Where clients download the latest release.",
         group="release",
     )
-    latest_critical: bool = setting(False, "Whether the latest release is a critical update.", parse_bool, "release")
+    latest_critical: bool = setting(
+        False, "Whether the latest release is a critical update.", parse_bool, "release"
+    )
     read_token: str = setting(
-        "", "When set, /, /stats and /metrics need it (Bearer, or Basic with it as password).", group="security"
+        "",
+        "When set, /, /stats and /metrics need it (Bearer, or Basic with it as password).",
+        group="security",
     )
     user_id_key: str = setting(
         "",
@@ -77,7 +88,9 @@ class Config:
     retention_days: int = setting(
         0, "Delete per-user rows of users inactive longer than this (0 keeps them forever).", group="store"
     )
-    grafana_url: str = setting("", "Grafana URL linked from the page at / (hidden when empty).", group="server")
+    grafana_url: str = setting(
+        "", "Grafana URL linked from the page at / (hidden when empty).", group="server"
+    )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
 
     @property
@@ -165,8 +178,24 @@ def validate(config: Config) -> None:
         (config.retention_days >= 0, "--retention-days must be 0 or more"),
         (config.rate_limit >= 0, "--rate-limit must be 0 or more"),
         (config.rate_burst >= 1, "--rate-burst must be at least 1"),
-        (config.log_level in ("debug", "info", "warning", "error"), "--log-level must be debug/info/warning/error"),
+        (
+            config.log_level in ("debug", "info", "warning", "error"),
+            "--log-level must be debug/info/warning/error",
+        ),
     )
     for ok, message in checks:
         if not ok:
             raise SettingError(message)
+
+
+def settings_markdown() -> str:
+    """Render the settings table as the README shows it."""
+    lines = ["| Flag | Environment variable | Default | Meaning |", "|---|---|---|---|"]
+    for row in settings():
+        default = str(row.default).lower() if isinstance(row.default, bool) else str(row.default)
+        lines.append(
+            f"| `{row.flag}` | `{row.env}` | `{default}` | {row.help} |"
+            if default
+            else f"| `{row.flag}` | `{row.env}` | (empty) | {row.help} |"
+        )
+    return "\n".join(lines)

@@ -111,7 +111,9 @@ class StoreUnavailable(TelemetryError):
     title = "Store unavailable"
     reason = "store_unavailable"
 
-    def __init__(self, description: str = "the event store is unavailable; retry later", retry_after: int = 5):
+    def __init__(
+        self, description: str = "the event store is unavailable; retry later", retry_after: int = 5
+    ):
         super().__init__(description, retry_after=retry_after)
 
 

@@ -56,7 +56,9 @@ def dedup_key(user: bytes, event: Event) -> bytes | None:
 class Ingestor:
     """Normalizes, records and commits events, counting every rejection by reason."""
 
-    def __init__(self, store: Store, metrics: Metrics, hasher: UserHasher, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, metrics: Metrics, hasher: UserHasher, clock: Callable[[], float]
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.hasher = hasher
@@ -99,8 +101,9 @@ class Ingestor:
                 event = normalize(item)
             except InvalidEvent as exc:
                 self.metrics.rejected.labels(exc.reason).inc()
-                outcome.rejected.append({"index": index, "reason": exc.reason, "field": exc.field,
-                                         "description": exc.description})
+                outcome.rejected.append(
+                    {"index": index, "reason": exc.reason, "field": exc.field, "description": exc.description}
+                )
                 continue
             records.append(self.to_record(event, now))
             indices.append(index)

@@ -38,7 +38,9 @@ class Metrics:
         for reason in REJECT_REASONS:
             self.rejected.labels(reason)
         self.duplicates = Counter(
-            "flakedrop_events_duplicate", "Events acknowledged but not counted again (dedup).", registry=registry
+            "flakedrop_events_duplicate",
+            "Events acknowledged but not counted again (dedup).",
+            registry=registry,
         )
         self.overflow = Counter(
             "flakedrop_label_overflow",
@@ -157,7 +159,8 @@ def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | N
     yield events
 
     users = GaugeMetricFamily(
-        "flakedrop_users", "Users by their last seen os and version; the sum is the unique users.",
+        "flakedrop_users",
+        "Users by their last seen os and version; the sum is the unique users.",
         labels=["os", "version"],
     )
     by_os_version: dict[tuple[str, str], int] = {}
@@ -184,18 +187,23 @@ def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | N
 
     flags = snap.family("user_flags")
     yield GaugeMetricFamily(
-        "flakedrop_activated_users", "Users with at least one real deployment.",
+        "flakedrop_activated_users",
+        "Users with at least one real deployment.",
         value=flags.get(("activated", "", ""), 0),
     )
     yield GaugeMetricFamily(
-        "flakedrop_configured_users", "Users who created a config.", value=flags.get(("configured", "", ""), 0)
+        "flakedrop_configured_users",
+        "Users who created a config.",
+        value=flags.get(("configured", "", ""), 0),
     )
     on_latest = sum(value for (_, version), value in by_os_version.items() if version == latest)
     yield GaugeMetricFamily(
         "flakedrop_users_on_latest", "Users whose last seen version is the latest release.", value=on_latest
     )
     info = GaugeMetricFamily(
-        "flakedrop_latest_version_info", "The configured latest release; the value is always 1.", labels=["version"]
+        "flakedrop_latest_version_info",
+        "The configured latest release; the value is always 1.",
+        labels=["version"],
     )
     info.add_metric([latest], 1)
     yield info

@@ -29,12 +29,54 @@ EVENT_TYPES = SHIPPED_TYPES | COLLECTOR_TYPES
 
 # Go's `go tool dist list` values of GOOS and GOARCH.
 GOOS = frozenset(
-    "aix android darwin dragonfly freebsd hurd illumos ios js linux nacl netbsd openbsd plan9 "
-    "solaris wasip1 windows zos".split()
+    [
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "hurd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "nacl",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "wasip1",
+        "windows",
+        "zos",
+    ]
 )
 GOARCH = frozenset(
-    "386 amd64 amd64p32 arm armbe arm64 arm64be loong64 mips mipsle mips64 mips64le mips64p32 "
-    "mips64p32le ppc ppc64 ppc64le riscv riscv64 s390 s390x sparc sparc64 wasm".split()
+    [
+        "386",
+        "amd64",
+        "amd64p32",
+        "arm",
+        "armbe",
+        "arm64",
+        "arm64be",
+        "loong64",
+        "mips",
+        "mipsle",
+        "mips64",
+        "mips64le",
+        "mips64p32",
+        "mips64p32le",
+        "ppc",
+        "ppc64",
+        "ppc64le",
+        "riscv",
+        "riscv64",
+        "s390",
+        "s390x",
+        "sparc",
+        "sparc64",
+        "wasm",
+    ]
 )
 UNKNOWN = "unknown"
 OTHER = "other"
@@ -144,7 +186,9 @@ def normalize(obj: Any) -> Event:
     if not isinstance(kind, str):
         raise InvalidEvent("invalid_field", "type", f"must be a string, got {_json_type(kind)}")
     if kind not in EVENT_TYPES:
-        raise InvalidEvent("unknown_type", "type", f"unknown event type; expected one of {sorted(EVENT_TYPES)}")
+        raise InvalidEvent(
+            "unknown_type", "type", f"unknown event type; expected one of {sorted(EVENT_TYPES)}"
+        )
     payload = _payload(obj)
 
     user_id = _text(payload, "user_id", required=True)
@@ -168,9 +212,13 @@ def normalize(obj: Any) -> Event:
     if kind == "deployment":
         success = payload.get("success")
         if success is None:
-            raise InvalidEvent("missing_field", "success", "is required for deployment events (true or false)")
+            raise InvalidEvent(
+                "missing_field", "success", "is required for deployment events (true or false)"
+            )
         if not isinstance(success, bool):
-            raise InvalidEvent("invalid_field", "success", f"must be true or false, got {_json_type(success)}")
+            raise InvalidEvent(
+                "invalid_field", "success", f"must be true or false, got {_json_type(success)}"
+            )
 
     event_id = _text(obj, "id", required=False) if "id" in obj else _text(payload, "id", required=False)
     if event_id is not None and not _EVENT_ID.match(event_id):

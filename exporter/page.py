@@ -8,7 +8,9 @@ from exporter.stats import build_stats
 from exporter.store import DailyRow, Snapshot
 
 
-def render_page(snap: Snapshot, daily: list[DailyRow], latest_version: str, grafana_url: str, now: float) -> str:
+def render_page(
+    snap: Snapshot, daily: list[DailyRow], latest_version: str, grafana_url: str, now: float
+) -> str:
     """Render a minimal page of the headline numbers and breakdowns."""
     stats = build_stats(snap, latest_version, now)
     rows = "".join(

@@ -54,7 +54,9 @@ class Maintenance(threading.Thread):
             try:
                 removed = self.store.prune(time.time() - self.retention_days * 86400)
                 if removed:
-                    log.info("retention: removed %d users inactive for over %d days", removed, self.retention_days)
+                    log.info(
+                        "retention: removed %d users inactive for over %d days", removed, self.retention_days
+                    )
             except Exception as exc:
                 log.warning("retention pruning failed, will retry: %s", exc)
             self.stopped.wait(self.interval)
@@ -95,7 +97,10 @@ def _serve_on(config: Config, sock: socket.socket) -> int:
     signal.signal(signal.SIGTERM, stop)
     log.info(
         "serving on http://%s:%d (store %s, pid %d)",
-        config.host, config.port, config.store_url.split("@")[-1], os.getpid(),
+        config.host,
+        config.port,
+        config.store_url.split("@")[-1],
+        os.getpid(),
     )
     try:
         server.run()
@@ -142,5 +147,3 @@ def serve_workers(config: Config) -> int:
                 continue
         status = status or os.waitstatus_to_exitcode(code)
     return status
-
-

@@ -10,14 +10,16 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from exporter import clientbytes
 
 OS_MIX = (("darwin", 0.55), ("linux", 0.35), ("windows", 0.10))
-ARCH_BY_OS = {"darwin": (("arm64", 0.8), ("amd64", 0.2)), "linux": (("amd64", 0.85), ("arm64", 0.15)),
-              "windows": (("amd64", 1.0),)}
+ARCH_BY_OS = {
+    "darwin": (("arm64", 0.8), ("amd64", 0.2)),
+    "linux": (("amd64", 0.85), ("arm64", 0.15)),
+    "windows": (("amd64", 1.0),),
+}
 VERSION_MIX = (("v1.1.0", 0.10), ("v1.2.0", 0.20), ("v1.3.0", 0.30), ("v1.3.5", 0.40))
 BAD_RELEASE = "v1.3.0"
 FAILURE_RATE = 0.05
@@ -59,7 +61,9 @@ def _pick(rng: random.Random, mix: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([v for v, _ in mix], weights=[w for _, w in mix])[0]
 
 
-def plan_traffic(users: int, days: int, seed: int = 7, now: float | None = None) -> tuple[list[SimEvent], Expected]:
+def plan_traffic(
+    users: int, days: int, seed: int = 7, now: float | None = None
+) -> tuple[list[SimEvent], Expected]:
     """Return the events of `users` users over `days` days, and the totals they should produce."""
     rng = random.Random(seed)
     now = time.time() if now is None else now
@@ -74,7 +78,9 @@ def plan_traffic(users: int, days: int, seed: int = 7, now: float | None = None)
         expected.users_by_version[version.lstrip("v")] += 1
         expected.users_by_os[os_] += 1
         t = start_ns + int(rng.random() * days * 86400e9 * 0.5)
-        events.append(SimEvent("config_created", clientbytes.config_created(user_id, version, t), version, None, None))
+        events.append(
+            SimEvent("config_created", clientbytes.config_created(user_id, version, t), version, None, None)
+        )
         expected.configs += 1
         if rng.random() < CONFIG_ONLY_SHARE:
             continue
@@ -84,10 +90,21 @@ def plan_traffic(users: int, days: int, seed: int = 7, now: float | None = None)
             t += int(86400e9 * rng.uniform(0.2, 1.0) * (days / active_days) * 0.5) + day
             metrics = None
             if rng.random() < 0.5:
-                metrics = {"total_deployments": day * 3, "weekly_deployments": 3, "last_active_date": "2026-11-26",
-                           "error_rate": fail}
-            events.append(SimEvent("heartbeat", clientbytes.heartbeat(user_id, version, os_, arch, t, metrics),
-                                   version, os_, None))
+                metrics = {
+                    "total_deployments": day * 3,
+                    "weekly_deployments": 3,
+                    "last_active_date": "2026-11-26",
+                    "error_rate": fail,
+                }
+            events.append(
+                SimEvent(
+                    "heartbeat",
+                    clientbytes.heartbeat(user_id, version, os_, arch, t, metrics),
+                    version,
+                    os_,
+                    None,
+                )
+            )
             expected.heartbeats += 1
             for n in range(rng.randint(1, 4)):
                 success = rng.random() >= fail
@@ -117,8 +134,15 @@ class _Sender:
                 cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
                 conn = self.local.conn = cls(self.host, self.port, timeout=self.timeout)
             try:
-                conn.request("POST", self.path, body=body, headers={
-                    "Content-Type": "application/json", "User-Agent": clientbytes.USER_AGENT.format(version=version)})
+                conn.request(
+                    "POST",
+                    self.path,
+                    body=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "User-Agent": clientbytes.USER_AGENT.format(version=version),
+                    },
+                )
                 resp = conn.getresponse()
                 resp.read()
                 return resp.status
@@ -167,7 +191,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulate subcommand's flags."""
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of a running server")
     parser.add_argument("--users", type=int, default=200, help="number of simulated installations")
-    parser.add_argument("--days", type=int, default=14, help="days of activity (spread over client timestamps)")
+    parser.add_argument(
+        "--days", type=int, default=14, help="days of activity (spread over client timestamps)"
+    )
     parser.add_argument("--seed", type=int, default=7, help="random seed, for repeatable traffic")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel connections")
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
@@ -184,5 +210,3 @@ def run_simulate(args: argparse.Namespace) -> int:
         f"{expected.failure_ratio(BAD_RELEASE.lstrip('v')):.3f} on {BAD_RELEASE}"
     )
     return 0 if ok == len(events) else 1
-
-

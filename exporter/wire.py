@@ -68,7 +68,9 @@ def _gunzip(stream: IO[bytes], limit: int) -> bytes:
             while chunk:
                 out += inflater.decompress(chunk, limit + 1 - len(out))
                 if len(out) > limit:
-                    raise BodyTooLarge(f"the body inflates past the limit of {limit} bytes (send smaller batches)")
+                    raise BodyTooLarge(
+                        f"the body inflates past the limit of {limit} bytes (send smaller batches)"
+                    )
                 chunk = inflater.unconsumed_tail
                 if inflater.eof:
                     break
@@ -124,7 +126,9 @@ def parse_json(body: bytes) -> Any:
             object_pairs_hook=_unique_keys,
         )
     except json.JSONDecodeError as exc:
-        raise InvalidJSON(f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        raise InvalidJSON(
+            f"the body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
     except RecursionError:
         raise InvalidJSON("the JSON is nested too deeply") from None
     except ValueError as exc:  # int() refuses numbers of over 4300 digits

@@ -19,8 +19,9 @@ class EventsResource:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Decode, validate and commit; 2xx only once the events are durable."""
         check_content_type(req.content_type)
-        body = read_body(req.bounded_stream, req.content_length, req.get_header("Content-Encoding"),
-                         self.max_body_bytes)
+        body = read_body(
+            req.bounded_stream, req.content_length, req.get_header("Content-Encoding"), self.max_body_bytes
+        )
         items, is_batch = split_batch(parse_json(body), self.max_batch)
         if not is_batch:
             self.ingestor.ingest_one(items[0])

@@ -13,7 +13,9 @@ from exporter.store import Store
 class PageResource:
     """Serves the dashboard page."""
 
-    def __init__(self, store: Store, latest_version: str, grafana_url: str, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, store: Store, latest_version: str, grafana_url: str, clock: Callable[[], float]
+    ) -> None:
         self.store = store
         self.latest_version = latest_version
         self.grafana_url = grafana_url

@@ -23,7 +23,9 @@ def open_store(url: str, **kwargs: Any) -> Store:
                 f"PostgreSQL support needs psycopg 3: pip install 'flakedrop-telemetry[postgres]' ({exc})"
             ) from None
         return PostgresStore(url, **kwargs)
-    raise StoreError(f"unsupported --database-url {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql://...")
+    raise StoreError(
+        f"unsupported --database-url {url.split(':', 1)[0]!r}: use sqlite:///path or postgresql://..."
+    )
 
 
 __all__ = ["DailyRow", "Record", "Snapshot", "Store", "StoreError", "UserRow", "WriteResult", "open_store"]

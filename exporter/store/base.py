@@ -261,5 +261,3 @@ def active_counts(hour_rows: Iterable[tuple[int, str, int]], now: float) -> tupl
                 active[window] += users
                 by_version[(window, version)] += users
     return active, {key: value for key, value in by_version.items() if value}
-
-

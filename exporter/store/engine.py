@@ -148,7 +148,9 @@ class SQLStore(ABC):
 
         def task(cur: Any) -> str:
             cur.execute(
-                self._sql("INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?) ON CONFLICT DO NOTHING"),
+                self._sql(
+                    "INSERT INTO meta (key, value) VALUES ('key_fingerprint', ?) ON CONFLICT DO NOTHING"
+                ),
                 (fingerprint,),
             )
             return str(self._scalar(cur, "SELECT value FROM meta WHERE key = 'key_fingerprint'"))
@@ -218,7 +220,9 @@ class SQLStore(ABC):
         cur.execute("SELECT family, k1, k2, k3, value FROM counters")
         counters = {(f, a, b, c): int(v) for f, a, b, c, v in cur.fetchall()}
         first_hour = int(now) // 3600 - max(WINDOWS.values())
-        cur.execute(self._sql("SELECT hour, version, users FROM hours WHERE hour > ? AND users <> 0"), (first_hour,))
+        cur.execute(
+            self._sql("SELECT hour, version, users FROM hours WHERE hour > ? AND users <> 0"), (first_hour,)
+        )
         active, by_version = active_counts(((int(h), v, int(u)) for h, v, u in cur.fetchall()), now)
         return Snapshot(counters=counters, active=active, active_by_version=by_version)
 
@@ -385,7 +389,16 @@ class SQLStore(ABC):
                     "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed"
                 ),
                 [
-                    (uid, u.first_seen, u.last_seen, u.os, u.version, u.arch, int(u.configured), int(u.deployed))
+                    (
+                        uid,
+                        u.first_seen,
+                        u.last_seen,
+                        u.os,
+                        u.version,
+                        u.arch,
+                        int(u.configured),
+                        int(u.deployed),
+                    )
                     for uid, u in sorted(plan.users.items())
                 ],
             )
@@ -400,7 +413,9 @@ class SQLStore(ABC):
             )
         if plan.new_versions:
             cur.executemany(
-                self._sql("INSERT INTO label_values (label, value) VALUES ('version', ?) ON CONFLICT DO NOTHING"),
+                self._sql(
+                    "INSERT INTO label_values (label, value) VALUES ('version', ?) ON CONFLICT DO NOTHING"
+                ),
                 [(v,) for v in plan.new_versions],
             )
 
@@ -430,7 +445,8 @@ class SQLStore(ABC):
         removed = 0
         while True:
             cur.execute(
-                self._sql(f"SELECT {USER_COLUMNS} FROM users WHERE last_seen < ? ORDER BY id LIMIT 5000"), (before,)
+                self._sql(f"SELECT {USER_COLUMNS} FROM users WHERE last_seen < ? ORDER BY id LIMIT 5000"),
+                (before,),
             )
             rows = cur.fetchall()
             if not rows:

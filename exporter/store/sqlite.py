@@ -69,7 +69,9 @@ class SQLiteStore(SQLStore):
             chunk = keys[start : start + 400]
             values = ", ".join(["(?, ?)"] * len(chunk))
             params = [p for key in chunk for p in (key, now)]
-            cur.execute(f"INSERT INTO dedup (key, at) VALUES {values} ON CONFLICT DO NOTHING RETURNING key", params)
+            cur.execute(
+                f"INSERT INTO dedup (key, at) VALUES {values} ON CONFLICT DO NOTHING RETURNING key", params
+            )
             claimed.update(bytes(row[0]) for row in cur.fetchall())
         return claimed
 
@@ -78,7 +80,9 @@ class SQLiteStore(SQLStore):
         found: dict[bytes, UserRow] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            cur.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk)
+            cur.execute(
+                f"SELECT {USER_COLUMNS} FROM users WHERE id IN ({', '.join('?' * len(chunk))})", chunk
+            )
             found.update(rows_to_users(cur.fetchall()))
         return found
 

@@ -1,0 +1,116 @@
+"""The real `flakedrop-telemetry serve`: SIGKILL under load loses no acknowledged event; promtool likes /metrics."""
+
+from __future__ import annotations
+
+import http.client as http_client
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from exporter import clientbytes
+from procs import Server, http
+from support import require_binary
+
+pytestmark = pytest.mark.slow
+HEADERS = {"Content-Type": "application/json", "User-Agent": "FlakeDrop/v1.3.0"}
+
+
+def test_sigkill_mid_load_loses_no_acknowledged_event(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    server = Server(data).wait_ready()
+    acked: list[int] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+    base_ns = int(time.time() * 1e9)
+
+    def client(worker: int) -> None:
+        for i in range(5000):
+            if stop.is_set():
+                return
+            n = worker * 100000 + i
+            body = clientbytes.deployment(f"{n:032x}", "v1.3.0", "linux", n % 3 != 0, 5, base_ns + n)
+            try:
+                status = http("POST", server.url + "/v1/events", body, HEADERS, timeout=5)[0]
+            except (OSError, http_client.HTTPException):
+                return  # the server is gone: this event was never acknowledged
+            if status == 200:
+                with lock:
+                    acked.append(n)
+
+    threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    server.kill()
+    stop.set()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(acked) >= 300, "the load did not get going"
+
+    again = Server(data).wait_ready()
+    try:
+        stats = json.loads(http("GET", again.url + "/stats")[1])
+        assert stats["total_deployments"] >= len(acked), "an acknowledged event was lost"
+        # every acked event counted, and nothing beyond what was in flight at the kill
+        assert stats["total_deployments"] <= len(acked) + 8
+        assert stats["unique_users"] == stats["total_deployments"]
+        # re-sending acknowledged events after the restart is deduplicated, not recounted
+        n = acked[0]
+        body = clientbytes.deployment(f"{n:032x}", "v1.3.0", "linux", n % 3 != 0, 5, base_ns + n)
+        assert http("POST", again.url + "/v1/events", body, HEADERS)[0] == 200
+        assert (
+            json.loads(http("GET", again.url + "/stats")[1])["total_deployments"]
+            == stats["total_deployments"]
+        )
+    finally:
+        assert again.stop() == 0
+
+
+def test_promtool_check_metrics_is_clean(tmp_path: Path) -> None:
+    promtool = require_binary("promtool")
+    server = Server(tmp_path / "data").wait_ready()
+    try:
+        now = int(time.time() * 1e9)
+        for body in (
+            clientbytes.config_created(f"{1:032x}", "v1.3.0", now),
+            clientbytes.heartbeat(f"{1:032x}", "v1.3.0", "darwin", "arm64", now + 1),
+            clientbytes.deployment(f"{2:032x}", "v1.2.0", "linux", True, 3, now + 2),
+            b'{"broken',
+        ):
+            http("POST", server.url + "/v1/events", body, HEADERS)
+        status, text, _ = http("GET", server.url + "/metrics")
+        assert status == 200
+        assert b"flakedrop_deployments_total{" in text and b"flakedrop_users{" in text
+        check = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=30)
+        assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+        assert check.stdout.strip() == b"" and check.stderr.strip() == b"", "promtool reported lint problems"
+    finally:
+        server.stop()
+
+
+def test_python_m_exporter_and_bad_settings(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--port", "0"], capture_output=True, timeout=30
+    )
+    assert out.returncode == 2 and b"--port" in out.stderr
+
+
+def test_foreign_database_exits_nonzero_with_a_message(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "telemetry.db").write_bytes(b"not a database" * 1000)
+    out = subprocess.run(
+        [sys.executable, "-m", "exporter", "serve", "--port", "1", "--data-dir", str(data)],
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 1
+    assert b"not a usable FlakeDrop telemetry database" in out.stderr
+    assert (data / "telemetry.db").read_bytes() == b"not a database" * 1000, "never overwritten"

@@ -1,0 +1,219 @@
+"""The Store contract: durable writes, dedup, user gauges, windows, rollups, caps, pruning, start-up checks."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import NOW
+
+from exporter.errors import StoreError
+from exporter.store import Record
+from exporter.store.sqlite import SQLiteStore
+
+
+def rec(
+    user: int,
+    kind: str = "heartbeat",
+    version: str = "1.3.0",
+    os: str | None = "linux",
+    arch: str | None = "amd64",
+    success: bool | None = None,
+    at: float = NOW,
+    key: bytes | None = None,
+) -> Record:
+    """Build a record for user number `user`."""
+    return Record(
+        user=user.to_bytes(16, "big"),
+        type=kind,
+        version=version,
+        os=os,
+        arch=arch,
+        success=success,
+        received_at=at,
+        dedup_key=key,
+    )
+
+
+def users_by(store, label: int) -> dict[str, int]:
+    """Sum the user gauge by one of (os, version, arch)."""
+    out: dict[str, int] = {}
+    for key, value in store.snapshot(NOW).family("users").items():
+        out[key[label]] = out.get(key[label], 0) + value
+    return {k: v for k, v in out.items() if v}
+
+
+def test_write_counts_each_family(store) -> None:
+    result = store.write(
+        [
+            rec(1, "deployment", success=True),
+            rec(1, "deployment", success=False),
+            rec(2, "config_created", os=None, arch=None),
+            rec(3, "heartbeat"),
+            rec(3, "feature_used", os=None, arch=None),
+        ]
+    )
+    assert result.counted == [True] * 5
+    snap = store.snapshot(NOW)
+    assert snap.family("deployments") == {("linux", "1.3.0", "success"): 1, ("linux", "1.3.0", "failure"): 1}
+    assert snap.family("configs") == {("unknown", "1.3.0", ""): 1}
+    assert snap.family("heartbeats") == {("linux", "1.3.0", "amd64"): 1}
+    assert snap.total("events") == 5
+    assert snap.family("events")[("feature_used", "", "")] == 1
+    assert sum(users_by(store, 0).values()) == 3
+
+
+def test_breakdowns_count_users_by_last_seen(store) -> None:
+    store.write(
+        [rec(1, version="1.2.0", os="darwin"), rec(1, version="1.3.0", os="linux"), rec(2, os="windows")]
+    )
+    assert users_by(store, 0) == {"linux": 1, "windows": 1}
+    assert users_by(store, 1) == {"1.3.0": 2}
+    store.write([rec(2, version="1.4.0", os="darwin")])
+    assert users_by(store, 0) == {"linux": 1, "darwin": 1}
+    assert users_by(store, 1) == {"1.3.0": 1, "1.4.0": 1}
+
+
+def test_config_created_takes_users_last_os(store) -> None:
+    store.write([rec(1, "heartbeat", os="darwin"), rec(1, "config_created", os=None, arch=None)])
+    assert store.snapshot(NOW).family("configs") == {("darwin", "1.3.0", ""): 1}
+
+
+def test_dedup_by_key_across_writes_and_within_one(store) -> None:
+    first = store.write([rec(1, key=b"k" * 16), rec(1, key=b"k" * 16), rec(1, key=b"j" * 16)])
+    assert first.counted == [True, False, True]
+    assert store.write([rec(1, key=b"k" * 16)]).counted == [False]
+    assert store.snapshot(NOW).total("events") == 2
+
+
+def test_active_windows(store, clock) -> None:
+    store.write(
+        [
+            rec(1, at=NOW - 3600 * 2),
+            rec(2, at=NOW - 86400 * 3),
+            rec(3, at=NOW - 86400 * 20),
+            rec(4, at=NOW - 86400 * 40),
+        ]
+    )
+    assert store.snapshot(NOW).active == {"1d": 1, "7d": 2, "30d": 3}
+    store.write([rec(4, at=NOW)])
+    snap = store.snapshot(NOW)
+    assert snap.active == {"1d": 2, "7d": 3, "30d": 4}
+    assert snap.active_by_version[("7d", "1.3.0")] == 3
+
+
+def test_activation_flags(store) -> None:
+    store.write(
+        [
+            rec(1, "config_created", os=None),
+            rec(2, "config_created", os=None),
+            rec(2, "deployment", success=True),
+            rec(3, "deployment", success=False),
+        ]
+    )
+    flags = store.snapshot(NOW).family("user_flags")
+    assert flags == {("configured", "", ""): 2, ("activated", "", ""): 2}
+
+
+def test_version_cap_folds_into_other(store_factory) -> None:
+    store = store_factory(max_versions=2)
+    result = store.write(
+        [rec(1, version="1.0.0"), rec(2, version="1.1.0"), rec(3, version="1.2.0"), rec(4, version="unknown")]
+    )
+    assert result.overflow["version"] == 1
+    assert users_by(store, 1) == {"1.0.0": 1, "1.1.0": 1, "other": 1, "unknown": 1}
+    assert store.write([rec(5, version="1.0.0")]).overflow["version"] == 0
+
+
+def test_daily_rollups(store) -> None:
+    store.write(
+        [
+            rec(1, "deployment", success=True, at=NOW - 86400),
+            rec(1, "deployment", success=False),
+            rec(2, "config_created", os=None),
+        ]
+    )
+    days = store.daily(3, NOW)
+    assert [d.day for d in days] == ["2026-11-26", "2026-11-27", "2026-11-28"]
+    assert (days[1].deployments_success, days[1].new_users) == (1, 1)
+    assert (days[2].deployments_failure, days[2].configs, days[2].new_users) == (1, 1, 1)
+    assert days[2].active_by_version == {"1.3.0": 2}
+
+
+def test_restart_restores_everything(tmp_path: Path, clock) -> None:
+    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+    store.write([rec(1, "deployment", success=True), rec(2, key=b"x" * 16)])
+    store.close()
+    again = SQLiteStore(tmp_path / "t.db", clock=clock)
+    try:
+        assert again.write([rec(1, "deployment", success=True), rec(2, key=b"x" * 16)]).counted == [
+            True,
+            False,
+        ]
+        snap = again.snapshot(NOW)
+        assert snap.family("deployments")[("linux", "1.3.0", "success")] == 2
+        assert sum(users_by(again, 0).values()) == 2, "known users are not counted twice after a restart"
+    finally:
+        again.close()
+
+
+def test_group_commit_under_concurrency(store) -> None:
+    commits: list[int] = []
+    store.observe_commits(lambda n, s: commits.append(n))
+    errors: list[BaseException] = []
+
+    def worker(base: int) -> None:
+        try:
+            for i in range(50):
+                store.write([rec(base * 1000 + i, "deployment", success=True)])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    assert store.snapshot(NOW).total("deployments") == 400
+    assert sum(commits) == 400
+    assert len(commits) < 400, "concurrent writers must share transactions"
+
+
+def test_prune_keeps_aggregates(store) -> None:
+    store.write([rec(1, "deployment", success=True, at=NOW - 86400 * 100), rec(2, "config_created", os=None)])
+    assert store.prune(NOW - 86400 * 90) == 1
+    snap = store.snapshot(NOW)
+    assert snap.total("deployments") == 1, "event aggregates survive retention"
+    assert sum(users_by(store, 0).values()) == 1
+    assert snap.family("user_flags") == {("configured", "", ""): 1}
+    assert store.user_count() == 1
+
+
+def test_key_fingerprint_is_remembered(store) -> None:
+    assert store.key_fingerprint("aaaa") == "aaaa"
+    assert store.key_fingerprint("bbbb") == "aaaa"
+
+
+def test_foreign_sqlite_file_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE important (x)")
+    conn.execute("INSERT INTO important VALUES (42)")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="did not create"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
+
+
+def test_corrupt_file_is_refused_and_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not a database at all" * 100)
+    before = path.read_bytes()
+    with pytest.raises(StoreError, match="not a usable"):
+        SQLiteStore(path)
+    assert path.read_bytes() == before
