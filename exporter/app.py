@@ -17,9 +17,10 @@ import falcon
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config
-from exporter.errors import StoreError, StoreUnavailable, TelemetryError
+from exporter.errors import RateLimited, StoreError, StoreUnavailable, TelemetryError
 from exporter.ingest import Ingestor, UserHasher
 from exporter.metrics import Metrics, StoreCollector
+from exporter.ratelimit import Network, RateLimiter, client_ip, parse_networks
 from exporter.resources.events import EventsResource
 from exporter.resources.health import HealthResource, ReadyResource
 from exporter.resources.metrics import MetricsResource
@@ -112,6 +113,28 @@ class AuthMiddleware:
         return hmac.compare_digest(candidate, self.token)
 
 
+class RateLimitMiddleware:
+    """Answers 429 with Retry-After when one client IP posts events faster than --rate-limit."""
+
+    def __init__(self, limiter: RateLimiter, trusted: tuple[Network, ...]) -> None:
+        self.limiter = limiter
+        self.trusted = trusted
+
+    def process_resource(
+        self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
+    ) -> None:
+        """Take a token for the request's client, or reject it."""
+        if req.uri_template != "/v1/events" or req.method != "POST":
+            return
+        ip = client_ip(req.remote_addr or "", req.get_header("X-Forwarded-For"), self.trusted)
+        wait = self.limiter.allow(ip)
+        if wait:
+            raise RateLimited(
+                f"too many requests from your address; retry in {RateLimiter.retry_after(wait)} s",
+                retry_after=RateLimiter.retry_after(wait),
+            )
+
+
 class MetricsMiddleware:
     """Times every request and counts it by route, method and status code."""
 
@@ -170,7 +193,11 @@ def create_app(
     )
     ingestor = Ingestor(store, metrics, hasher, clock)
 
-    app = falcon.App(middleware=[MetricsMiddleware(metrics), AuthMiddleware(config.read_token)])
+    middleware: list[object] = [MetricsMiddleware(metrics), AuthMiddleware(config.read_token)]
+    if config.rate_limit > 0:
+        limiter = RateLimiter(config.rate_limit, config.rate_burst, clock=clock)
+        middleware.append(RateLimitMiddleware(limiter, parse_networks(config.trusted_proxies)))
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = True
 

@@ -161,6 +161,18 @@ def resolve(args: argparse.Namespace | Mapping[str, Any], env: Mapping[str, str]
     return config
 
 
+def _networks_ok(text: str) -> bool:
+    """Return whether text is a comma-separated list of IP networks."""
+    import ipaddress
+
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            ipaddress.ip_network(part, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 class SettingError(ValueError):
     """A setting has a value the server cannot use."""
 
@@ -178,6 +190,7 @@ def validate(config: Config) -> None:
         (config.retention_days >= 0, "--retention-days must be 0 or more"),
         (config.rate_limit >= 0, "--rate-limit must be 0 or more"),
         (config.rate_burst >= 1, "--rate-burst must be at least 1"),
+        (_networks_ok(config.trusted_proxies), "--trusted-proxies must be comma-separated IPs or CIDRs"),
         (
             config.log_level in ("debug", "info", "warning", "error"),
             "--log-level must be debug/info/warning/error",

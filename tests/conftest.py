@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,3 +83,15 @@ def app(config: Config, store: SQLiteStore, registry: CollectorRegistry, clock: 
 def client(app: falcon.App) -> falcon.testing.TestClient:
     """A Falcon test client for the app."""
     return falcon.testing.TestClient(app)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """One throwaway PostgreSQL cluster for the session (skips loudly, or fails under CI, without it)."""
+    from pgcluster import PgCluster
+
+    base = Path(tempfile.mkdtemp(prefix="flakedrop-pg-"))
+    os.chmod(base, 0o755)  # the postgres user must reach it; pytest's own temp dirs are private to root
+    cluster = PgCluster(base)
+    yield cluster
+    cluster.destroy()

@@ -14,6 +14,31 @@ from exporter.store import Record
 from exporter.store.sqlite import SQLiteStore
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_factory(request, tmp_path: Path, clock):
+    """Open stores of each backend; the same name reopens the same database (a restart)."""
+    opened = []
+    urls: dict[str, str] = {}
+
+    def make(name: str = "telemetry.db", **kwargs):
+        kwargs.setdefault("clock", clock)
+        if request.param == "sqlite":
+            store = SQLiteStore(tmp_path / name, **kwargs)
+        else:
+            from exporter.store.postgres import PostgresStore
+
+            cluster = request.getfixturevalue("pg_cluster")
+            if name not in urls:
+                urls[name] = cluster.new_database()
+            store = PostgresStore(urls[name], **kwargs)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
 def rec(
     user: int,
     kind: str = "heartbeat",
@@ -142,21 +167,18 @@ def test_daily_rollups(store) -> None:
     assert days[2].active_by_version == {"1.3.0": 2}
 
 
-def test_restart_restores_everything(tmp_path: Path, clock) -> None:
-    store = SQLiteStore(tmp_path / "t.db", clock=clock)
+def test_restart_restores_everything(store_factory) -> None:
+    store = store_factory("t.db")
     store.write([rec(1, "deployment", success=True), rec(2, key=b"x" * 16)])
     store.close()
-    again = SQLiteStore(tmp_path / "t.db", clock=clock)
-    try:
-        assert again.write([rec(1, "deployment", success=True), rec(2, key=b"x" * 16)]).counted == [
-            True,
-            False,
-        ]
-        snap = again.snapshot(NOW)
-        assert snap.family("deployments")[("linux", "1.3.0", "success")] == 2
-        assert sum(users_by(again, 0).values()) == 2, "known users are not counted twice after a restart"
-    finally:
-        again.close()
+    again = store_factory("t.db")
+    assert again.write([rec(1, "deployment", success=True), rec(2, key=b"x" * 16)]).counted == [
+        True,
+        False,
+    ]
+    snap = again.snapshot(NOW)
+    assert snap.family("deployments")[("linux", "1.3.0", "success")] == 2
+    assert sum(users_by(again, 0).values()) == 2, "known users are not counted twice after a restart"
 
 
 def test_group_commit_under_concurrency(store) -> None:

@@ -52,6 +52,8 @@ class SQLStore(ABC):
     placeholder = "?"
     max_commit_records = 2000
     probe_interval = 1.0
+    health_interval = 5.0
+    max_attempts = 3
     write_timeout = 30.0
 
     def __init__(
@@ -76,6 +78,7 @@ class SQLStore(ABC):
         self._reader_slots = threading.BoundedSemaphore(read_connections)
         self._writer_conn: Any = None
         self._last_dedup_prune = 0.0
+        self._last_ok = 0.0
         self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
 
     # ----- backend hooks -------------------------------------------------------------------
@@ -316,33 +319,44 @@ class SQLStore(ABC):
                 pass
 
     def _commit(self, jobs: list[_Job]) -> None:
-        """Commit a group of jobs in one transaction and answer each job's future."""
+        """Commit a group of jobs in one transaction (retrying conflicts) and answer each job's future."""
         started = time.perf_counter()
         records = [rec for job in jobs for rec in job.records]
-        try:
-            with self._transaction() as cur:
-                if jobs[0].task is not None:
-                    answers: list[Any] = [jobs[0].task(cur)]
-                else:
-                    result = self._apply(cur, records)
-            if jobs[0].task is None:
-                answers, offset = [], 0
+        for attempt in range(self.max_attempts):
+            try:
+                answers = self._attempt(jobs, records)
+                break
+            except Exception as exc:
+                self._versions = set()  # reload after a rollback: admitted versions may not be stored
+                if attempt + 1 < self.max_attempts and self._is_retryable(exc):
+                    continue
+                self._mark_unhealthy(exc)
                 for job in jobs:
-                    part = WriteResult(result.counted[offset : offset + len(job.records)])
-                    offset += len(job.records)
-                    answers.append(part)
-                answers[0].overflow = result.overflow
-        except Exception as exc:
-            self._versions = set()  # reload after a rollback: admitted versions may not be stored
-            self._mark_unhealthy(exc)
-            for job in jobs:
-                job.future.set_exception(StoreUnavailable())
-            return
+                    job.future.set_exception(StoreUnavailable())
+                return
         self._healthy = True
+        self._last_ok = self.clock()
         if self.on_commit is not None and records:
             self.on_commit(len(records), time.perf_counter() - started)
         for job, answer in zip(jobs, answers, strict=True):
             job.future.set_result(answer)
+
+    def _attempt(self, jobs: list[_Job], records: list[Record]) -> list[Any]:
+        """Run one transaction for the jobs; return one answer per job."""
+        with self._transaction() as cur:
+            if jobs[0].task is not None:
+                return [jobs[0].task(cur)]
+            result = self._apply(cur, records)
+        answers, offset = [], 0
+        for job in jobs:
+            answers.append(WriteResult(result.counted[offset : offset + len(job.records)]))
+            offset += len(job.records)
+        answers[0].overflow = result.overflow
+        return answers
+
+    def _is_retryable(self, exc: BaseException) -> bool:
+        """Return whether a failed transaction may simply be run again (e.g. a deadlock)."""
+        return False
 
     def _mark_unhealthy(self, exc: BaseException) -> None:
         """Remember that the store failed, logging the first failure of a run loudly."""
@@ -354,12 +368,14 @@ class SQLStore(ABC):
         """Between commits: probe a failed store, and drop expired dedup keys now and then."""
         now = self.clock()
         try:
-            if not self._healthy:
+            if not self._healthy or now - self._last_ok > self.health_interval:
                 with self._transaction() as cur:
                     cur.execute(self._sql("UPDATE meta SET value = ? WHERE key = 'probe'"), (str(int(now)),))
-                self._versions = self._read(lambda cur: self._load_versions(cur))
-                log.info("store recovered")
+                if not self._healthy:
+                    self._versions = self._read(lambda cur: self._load_versions(cur))
+                    log.info("store recovered")
                 self._healthy = True
+                self._last_ok = now
             elif now - self._last_dedup_prune > 60:
                 with self._transaction() as cur:
                     cur.execute(self._sql("DELETE FROM dedup WHERE at < ?"), (int(now) - self.dedup_window,))
