@@ -66,9 +66,14 @@ class Ingestor:
 
     def to_record(self, event: Event, now: float) -> Record:
         """Build the store record of one event, observing the client's clock skew."""
-        user = self.hasher(event.user_id)
         if event.client_time_ns is not None:
             self.metrics.clock_skew.observe(abs(now - event.client_time_ns / 1e9))
+        return self.record_of(self.hasher, event, now)
+
+    @staticmethod
+    def record_of(hasher: UserHasher, event: Event, now: float) -> Record:
+        """Build the store record of an event received at `now`."""
+        user = hasher(event.user_id)
         return Record(
             user=user,
             type=event.type,

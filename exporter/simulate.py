@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from exporter import clientbytes
+from exporter.config import Config
 
 OS_MIX = (("darwin", 0.55), ("linux", 0.35), ("windows", 0.10))
 ARCH_BY_OS = {
@@ -187,9 +188,54 @@ def _bar(done: int, total: int, width: int = 40) -> None:
     sys.stderr.flush()
 
 
+def seed_store(config: Config, users: int, days: int, seed: int = 7, progress: bool = True) -> int:
+    """Bulk-seed a store without HTTP: per user a heartbeat and, for most, a deployment, over `days` days."""
+    from exporter.app import load_user_key
+    from exporter.ingest import UserHasher
+    from exporter.store import Record, open_store
+
+    store = open_store(config.store_url, max_versions=config.max_versions, dedup_window=config.dedup_window)
+    hasher = UserHasher(load_user_key(config))
+    if store.key_fingerprint(hasher.fingerprint()) != hasher.fingerprint():
+        store.close()
+        raise SystemExit("the store was filled with another user-id key; use the same --data-dir or --user-id-key")
+    rng = random.Random(seed)
+    now = time.time()
+    written = 0
+    try:
+        for start in range(0, users, 5000):
+            records = []
+            for n in range(start, min(start + 5000, users)):
+                user = hasher(f"{seed:08x}{n:024x}")
+                os_ = _pick(rng, OS_MIX)
+                version = _pick(rng, VERSION_MIX).lstrip("v")
+                at = now - rng.random() * days * 86400
+                records.append(Record(user, "heartbeat", version, os_, _pick(rng, ARCH_BY_OS[os_]), None, at))
+                if rng.random() >= CONFIG_ONLY_SHARE:
+                    fail = BAD_FAILURE_RATE if version == BAD_RELEASE.lstrip("v") else FAILURE_RATE
+                    records.append(Record(user, "deployment", version, os_, None, rng.random() >= fail, at))
+            store.write(records)
+            written += len(records)
+            if progress:
+                _bar(min(start + 5000, users), users)
+    finally:
+        store.close()
+    if progress:
+        print(file=sys.stderr)
+    return written
+
+
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simulate subcommand's flags."""
     parser.add_argument("--url", default="http://127.0.0.1:8080", help="base URL of a running server")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="write into the store of --data-dir/--database-url directly (bulk seeding, with history)",
+    )
+    parser.add_argument("--data-dir", default="./data", help="with --direct: the server's data dir")
+    parser.add_argument("--database-url", default="", help="with --direct: the server's store URL")
+    parser.add_argument("--user-id-key", default="", help="with --direct: the server's --user-id-key, if set")
     parser.add_argument("--users", type=int, default=200, help="number of simulated installations")
     parser.add_argument(
         "--days", type=int, default=14, help="days of activity (spread over client timestamps)"
@@ -201,6 +247,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_simulate(args: argparse.Namespace) -> int:
     """Plan and send the traffic, then print a one-line summary; non-zero exit if any event failed."""
+    if args.direct:
+        config = Config(data_dir=args.data_dir, database_url=args.database_url, user_id_key=args.user_id_key)
+        written = seed_store(config, args.users, args.days, args.seed, progress=not args.no_progress)
+        print(f"wrote {written} events from {args.users} users into {config.store_url.split('@')[-1]}")
+        return 0
     events, expected = plan_traffic(args.users, args.days, args.seed)
     statuses = send(args.url, events, args.concurrency, progress=not args.no_progress)
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)

@@ -54,6 +54,7 @@ class SQLStore(ABC):
     probe_interval = 1.0
     health_interval = 5.0
     max_attempts = 3
+    rows_per_statement = 400
     write_timeout = 30.0
 
     def __init__(
@@ -394,66 +395,66 @@ class SQLStore(ABC):
         self._write_plan(cur, plan)
         return WriteResult(plan.counted, plan.overflow)
 
+    def _upsert(self, cur: Any, head: str, width: int, rows: list[tuple], tail: str) -> None:
+        """Run one multi-row INSERT per chunk: one statement step, so one GIL release, per chunk of rows."""
+        group = "(" + ", ".join(["?"] * width) + ")"
+        for start in range(0, len(rows), self.rows_per_statement):
+            chunk = rows[start : start + self.rows_per_statement]
+            params = [value for row in chunk for value in row]
+            cur.execute(self._sql(f"{head} VALUES {', '.join([group] * len(chunk))} {tail}"), params)
+
     def _write_plan(self, cur: Any, plan: Plan) -> None:
         """Write a plan's user rows, counters, hour buckets, daily rollups and new label values."""
         if plan.users:
-            cur.executemany(
-                self._sql(
-                    f"INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (id) DO UPDATE SET first_seen = excluded.first_seen, "
-                    "last_seen = excluded.last_seen, os = excluded.os, version = excluded.version, "
-                    "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed"
-                ),
+            self._upsert(
+                cur,
+                f"INSERT INTO users ({USER_COLUMNS})",
+                8,
                 [
-                    (
-                        uid,
-                        u.first_seen,
-                        u.last_seen,
-                        u.os,
-                        u.version,
-                        u.arch,
-                        int(u.configured),
-                        int(u.deployed),
-                    )
+                    (uid, u.first_seen, u.last_seen, u.os, u.version, u.arch, int(u.configured), int(u.deployed))
                     for uid, u in sorted(plan.users.items())
                 ],
+                "ON CONFLICT (id) DO UPDATE SET first_seen = excluded.first_seen, "
+                "last_seen = excluded.last_seen, os = excluded.os, version = excluded.version, "
+                "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed",
             )
         self._add_counters(cur, plan.counters, plan.hours)
         if plan.daily:
-            cur.executemany(
-                self._sql(
-                    "INSERT INTO daily (day, metric, version, value) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (day, metric, version) DO UPDATE SET value = daily.value + excluded.value"
-                ),
+            self._upsert(
+                cur,
+                "INSERT INTO daily (day, metric, version, value)",
+                4,
                 [(*key, value) for key, value in sorted(plan.daily.items())],
+                "ON CONFLICT (day, metric, version) DO UPDATE SET value = daily.value + excluded.value",
             )
         if plan.new_versions:
-            cur.executemany(
-                self._sql(
-                    "INSERT INTO label_values (label, value) VALUES ('version', ?) ON CONFLICT DO NOTHING"
-                ),
-                [(v,) for v in plan.new_versions],
+            self._upsert(
+                cur,
+                "INSERT INTO label_values (label, value)",
+                2,
+                [("version", v) for v in plan.new_versions],
+                "ON CONFLICT DO NOTHING",
             )
 
     def _add_counters(self, cur: Any, counters: Counter, hours: Counter) -> None:
         """Add deltas to the counters and hour-bucket tables, in key order to avoid deadlocks."""
         rows = [(*key, value) for key, value in sorted(counters.items()) if value]
         if rows:
-            cur.executemany(
-                self._sql(
-                    "INSERT INTO counters (family, k1, k2, k3, value) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (family, k1, k2, k3) DO UPDATE SET value = counters.value + excluded.value"
-                ),
+            self._upsert(
+                cur,
+                "INSERT INTO counters (family, k1, k2, k3, value)",
+                5,
                 rows,
+                "ON CONFLICT (family, k1, k2, k3) DO UPDATE SET value = counters.value + excluded.value",
             )
         hour_rows = [(*key, value) for key, value in sorted(hours.items()) if value]
         if hour_rows:
-            cur.executemany(
-                self._sql(
-                    "INSERT INTO hours (hour, version, users) VALUES (?, ?, ?) "
-                    "ON CONFLICT (hour, version) DO UPDATE SET users = hours.users + excluded.users"
-                ),
+            self._upsert(
+                cur,
+                "INSERT INTO hours (hour, version, users)",
+                3,
                 hour_rows,
+                "ON CONFLICT (hour, version) DO UPDATE SET users = hours.users + excluded.users",
             )
 
     def _prune(self, cur: Any, before: int) -> int:
