@@ -24,6 +24,7 @@ from exporter.ratelimit import Network, RateLimiter, client_ip, parse_networks
 from exporter.resources.events import EventsResource
 from exporter.resources.health import HealthResource, ReadyResource
 from exporter.resources.metrics import MetricsResource
+from exporter.resources.openapi import OpenAPIResource
 from exporter.resources.page import PageResource
 from exporter.resources.stats import StatsResource
 from exporter.resources.version import LatestVersionResource
@@ -232,4 +233,5 @@ def create_app(
     app.add_route("/", PageResource(store, config.latest_version, config.grafana_url, clock))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
+    app.add_route("/openapi.json", OpenAPIResource())
     return app

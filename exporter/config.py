@@ -44,6 +44,11 @@ class Config:
         1,
         "Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL or uses SQLite's lock.",
     )
+    writer_process: bool = setting(
+        True,
+        "Commit in a separate writer process, so request threads never convoy with it on the GIL.",
+        parse_bool,
+    )
     connection_limit: int = setting(
         256, "Most simultaneous client connections per process; more wait in the backlog."
     )

@@ -83,11 +83,13 @@ OTHER = "other"
 
 _SEMVER = re.compile(
     r"^[vV]?(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})"
-    r"(-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$",
+    re.ASCII,  # \d is ASCII digits only, as in the OpenAPI (ECMA-262) patterns
 )
 _USER_ID = re.compile(r"^[0-9a-fA-F]{16,64}$")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$"
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$",
+    re.ASCII,
 )
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_VERSION_LENGTH = 64
@@ -132,7 +134,7 @@ def canonical_arch(value: str) -> str:
 
 def parse_timestamp_ns(value: str) -> int:
     """Parse RFC 3339 with up to nine fractional digits into Unix nanoseconds."""
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError("not RFC 3339 (expected e.g. 2026-11-27T09:15:02.123456789Z)")
     year, month, day, hour, minute, second, frac, _z, sign, off_h, off_m = match.groups()
@@ -193,7 +195,7 @@ def normalize(obj: Any) -> Event:
 
     user_id = _text(payload, "user_id", required=True)
     assert user_id is not None
-    if not _USER_ID.match(user_id):
+    if not _USER_ID.fullmatch(user_id):
         raise InvalidEvent("invalid_field", "user_id", "must be 16 to 64 hexadecimal characters")
 
     version_text = _text(payload, "version", required=True)
@@ -221,7 +223,7 @@ def normalize(obj: Any) -> Event:
             )
 
     event_id = _text(obj, "id", required=False) if "id" in obj else _text(payload, "id", required=False)
-    if event_id is not None and not _EVENT_ID.match(event_id):
+    if event_id is not None and not _EVENT_ID.fullmatch(event_id):
         raise InvalidEvent("invalid_field", "id", "must be 1 to 128 printable ASCII characters")
 
     return Event(

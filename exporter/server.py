@@ -95,8 +95,15 @@ def bind_socket(config: Config) -> socket.socket:
 
 def _serve_on(config: Config, sock: socket.socket) -> int:
     """Serve one process on an already bound socket."""
-    store = open_store(config.store_url, max_versions=config.max_versions, dedup_window=config.dedup_window)
+    store = open_store(
+        config.store_url,
+        writer_process=config.writer_process,
+        max_versions=config.max_versions,
+        dedup_window=config.dedup_window,
+    )
     app = create_app(config, store=store)
+    # waitress warns on every queued task under load; the latency histogram already tells that story.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     maintenance = Maintenance(store, config.retention_days) if config.retention_days else None
     if maintenance:
         maintenance.start()

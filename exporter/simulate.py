@@ -198,7 +198,9 @@ def seed_store(config: Config, users: int, days: int, seed: int = 7, progress: b
     hasher = UserHasher(load_user_key(config))
     if store.key_fingerprint(hasher.fingerprint()) != hasher.fingerprint():
         store.close()
-        raise SystemExit("the store was filled with another user-id key; use the same --data-dir or --user-id-key")
+        raise SystemExit(
+            "the store was filled with another user-id key; use the same --data-dir or --user-id-key"
+        )
     rng = random.Random(seed)
     now = time.time()
     written = 0

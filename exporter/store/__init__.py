@@ -9,8 +9,12 @@ from exporter.errors import StoreError
 from exporter.store.base import DailyRow, Record, Snapshot, Store, UserRow, WriteResult
 
 
-def open_store(url: str, **kwargs: Any) -> Store:
-    """Open the store a URL names: sqlite:///path or postgresql://..."""
+def open_store(url: str, *, writer_process: bool = False, **kwargs: Any) -> Store:
+    """Open the store a URL names: sqlite:///path or postgresql://...; optionally commit in a child process."""
+    if writer_process:
+        from exporter.store.process import WriterProcessStore
+
+        return WriterProcessStore(url, lambda: open_store(url, read_only=True), **kwargs)
     if url.startswith("sqlite:///"):
         from exporter.store.sqlite import SQLiteStore
 

@@ -65,11 +65,13 @@ class SQLStore(ABC):
         read_connections: int = 4,
         clock: Callable[[], float] = time.time,
         on_commit: CommitObserver | None = None,
+        read_only: bool = False,
     ) -> None:
         self.max_versions = max_versions
         self.dedup_window = dedup_window
         self.clock = clock
         self.on_commit = on_commit
+        self.read_only = read_only
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -105,7 +107,9 @@ class SQLStore(ABC):
 
     # ----- public contract -----------------------------------------------------------------
     def start(self) -> None:
-        """Start the writer thread (called by the backend once the schema is ready)."""
+        """Start the writer thread (called by the backend once the schema is ready); readers have none."""
+        if self.read_only:
+            return
         self._versions = self._read(lambda cur: self._load_versions(cur))
         self._thread.start()
 
@@ -115,13 +119,23 @@ class SQLStore(ABC):
             return WriteResult([])
         return self._submit(_Job(records=records))
 
-    def _submit(self, job: _Job) -> Any:
-        """Queue a job for the writer thread and wait for its answer."""
+    def write_async(self, records: Sequence[Record]) -> Future[WriteResult]:
+        """Queue records for the next group commit; the future resolves once they are durable."""
+        job = _Job(records=records)
+        self._enqueue(job)
+        return job.future
+
+    def _enqueue(self, job: _Job) -> None:
+        """Hand a job to the writer thread."""
         with self._cond:
             if self._closing:
                 raise StoreUnavailable("the server is shutting down; retry later")
             self._jobs.append(job)
             self._cond.notify()
+
+    def _submit(self, job: _Job) -> Any:
+        """Queue a job for the writer thread and wait for its answer."""
+        self._enqueue(job)
         try:
             return job.future.result(timeout=self.write_timeout)
         except TimeoutError:
@@ -411,7 +425,16 @@ class SQLStore(ABC):
                 f"INSERT INTO users ({USER_COLUMNS})",
                 8,
                 [
-                    (uid, u.first_seen, u.last_seen, u.os, u.version, u.arch, int(u.configured), int(u.deployed))
+                    (
+                        uid,
+                        u.first_seen,
+                        u.last_seen,
+                        u.os,
+                        u.version,
+                        u.arch,
+                        int(u.configured),
+                        int(u.deployed),
+                    )
                     for uid, u in sorted(plan.users.items())
                 ],
                 "ON CONFLICT (id) DO UPDATE SET first_seen = excluded.first_seen, "

@@ -43,7 +43,8 @@ class PostgresStore(SQLStore):
         super().__init__(**kwargs)
         self.url = url
         self.connect_timeout = connect_timeout
-        self._migrate()
+        if not self.read_only:
+            self._migrate()
         self.start()
 
     def _connect(self, *, writer: bool) -> psycopg.Connection:

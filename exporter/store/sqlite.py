@@ -43,7 +43,8 @@ class SQLiteStore(SQLStore):
         super().__init__(**kwargs)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._check_and_migrate()
+        if not self.read_only:
+            self._check_and_migrate()
         self.start()
 
     def _connect(self, *, writer: bool) -> sqlite3.Connection:

@@ -1,0 +1,226 @@
+"""A Store whose commits run in a child writer process, so the HTTP threads never convoy with it on the GIL.
+
+Every sqlite3/psycopg call releases the GIL; in one process, each re-acquisition by the writer can wait a
+whole switch interval behind busy request threads, and throughput collapses under load. Here the child
+owns the group-commit engine and its own GIL; the parent reads the aggregates through its own read-only
+connections. Records and answers cross a pipe as plain tuples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+from exporter.errors import StoreError, StoreUnavailable
+from exporter.store.base import DailyRow, Record, Snapshot, WriteResult
+
+log = logging.getLogger(__name__)
+START_TIMEOUT = 60.0
+
+
+def _child_main(url: str, kwargs: dict[str, Any], conn: Connection) -> None:
+    """The writer process: open the store, then answer the parent's calls until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    from exporter.store import open_store
+
+    send_lock = threading.Lock()
+
+    def send(message: Any) -> None:
+        with send_lock:
+            try:
+                conn.send(message)
+            except (OSError, EOFError):
+                pass
+
+    try:
+        store = open_store(url, **kwargs)
+    except StoreError as exc:
+        send(("error", str(exc)))
+        return
+    store.observe_commits(lambda n, seconds: send(("commit", n, seconds)))
+    send(("started", None))
+
+    def answer(call_id: int, future: Future) -> None:
+        exc = future.exception()
+        if exc is not None:
+            send((call_id, False, str(exc)))
+            return
+        result: WriteResult = future.result()
+        send((call_id, True, (result.counted, dict(result.overflow))))
+
+    def run_call(call_id: int, op: str, payload: Any) -> None:
+        try:
+            value = {
+                "ready": store.ready,
+                "prune": lambda: store.prune(payload),
+                "key_fingerprint": lambda: store.key_fingerprint(payload),
+            }[op]()
+            send((call_id, True, value))
+        except Exception as exc:
+            send((call_id, False, str(exc)))
+
+    try:
+        while True:
+            try:
+                call_id, op, payload = conn.recv()
+            except (EOFError, OSError):
+                break  # the parent is gone (even by kill -9): stop
+            if op == "close":
+                break
+            if op == "write":
+                records = [Record(*fields) for fields in payload]
+                try:
+                    store.write_async(records).add_done_callback(lambda f, i=call_id: answer(i, f))
+                except StoreUnavailable as exc:
+                    send((call_id, False, str(exc)))
+            else:
+                threading.Thread(target=run_call, args=(call_id, op, payload), daemon=True).start()
+    finally:
+        store.close()
+        send(("closed", None))
+
+
+class WriterProcessStore:
+    """The Store contract, with writes committed by a child process and reads done here."""
+
+    call_timeout = 30.0
+
+    def __init__(self, url: str, reader_factory: Callable[[], Any], **kwargs: Any) -> None:
+        kwargs.pop("clock", None)  # the child keeps real time
+        self._observer: Callable[[int, float], None] | None = kwargs.pop("on_commit", None)
+        context = multiprocessing.get_context("spawn")
+        self._conn, child_conn = context.Pipe()
+        self._proc = context.Process(
+            target=_child_main, args=(url, kwargs, child_conn), name="flakedrop-writer", daemon=True
+        )
+        self._proc.start()
+        child_conn.close()
+        if not self._conn.poll(START_TIMEOUT):
+            self._proc.kill()
+            raise StoreError("the store writer process did not start")
+        status, detail = self._conn.recv()
+        if status != "started":
+            self._proc.join(timeout=10)
+            raise StoreError(detail)
+        self._reader = reader_factory()
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._alive = True
+        self._receiver = threading.Thread(target=self._receive, name="store-receiver", daemon=True)
+        self._receiver.start()
+
+    def _receive(self) -> None:
+        """Resolve the futures of answered calls; fail them all if the child dies."""
+        while True:
+            try:
+                message = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            if message[0] == "commit":
+                if self._observer is not None:
+                    self._observer(message[1], message[2])
+                continue
+            if message[0] == "closed":
+                break
+            call_id, ok, value = message
+            with self._lock:
+                future = self._pending.pop(call_id, None)
+            if future is None:
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(StoreUnavailable(f"the store could not commit ({value}); retry later"))
+        self._alive = False
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_exception(StoreUnavailable("the store writer stopped; retry later"))
+        if self._proc.exitcode not in (None, 0):
+            log.error("store writer process exited with %s", self._proc.exitcode)
+
+    def _call(self, op: str, payload: Any, timeout: float | None = None) -> Any:
+        """Send one call to the child and wait for its answer."""
+        future: Future[Any] = Future()
+        with self._lock:
+            if not self._alive:
+                raise StoreUnavailable("the store writer is not running; retry later")
+            call_id = next(self._ids)
+            self._pending[call_id] = future
+            try:
+                self._conn.send((call_id, op, payload))
+            except (OSError, EOFError):
+                self._pending.pop(call_id, None)
+                raise StoreUnavailable("the store writer is not running; retry later") from None
+        try:
+            return future.result(timeout=timeout or self.call_timeout)
+        except TimeoutError:
+            with self._lock:
+                self._pending.pop(call_id, None)
+            raise StoreUnavailable("the store did not commit in time; retry later") from None
+
+    def write(self, records: Sequence[Record]) -> WriteResult:
+        """Commit records in the child (group commit there); durable at return."""
+        if not records:
+            return WriteResult([])
+        payload = [
+            (r.user, r.type, r.version, r.os, r.arch, r.success, r.received_at, r.dedup_key) for r in records
+        ]
+        counted, overflow = self._call("write", payload)
+        return WriteResult(counted, Counter(overflow))
+
+    def snapshot(self, now: float) -> Snapshot:
+        """Read the aggregates through this process's read-only connections."""
+        return self._reader.snapshot(now)
+
+    def daily(self, days: int, now: float) -> list[DailyRow]:
+        """Read the daily rollups."""
+        return self._reader.daily(days, now)
+
+    def user_count(self) -> int:
+        """Count per-user rows."""
+        return self._reader.user_count()
+
+    def ready(self) -> bool:
+        """Ask the child whether its store takes writes."""
+        try:
+            return bool(self._call("ready", None, timeout=5.0))
+        except StoreUnavailable:
+            return False
+
+    def prune(self, before: float) -> int:
+        """Prune in the child."""
+        return int(self._call("prune", before, timeout=600.0))
+
+    def key_fingerprint(self, fingerprint: str) -> str:
+        """Remember the key fingerprint in the child's store."""
+        return str(self._call("key_fingerprint", fingerprint))
+
+    def observe_commits(self, callback: Callable[[int, float], None]) -> None:
+        """Report the child's group commits to callback."""
+        self._observer = callback
+
+    def close(self) -> None:
+        """Let the child commit what it has, stop it, and close the readers."""
+        with self._lock:
+            if self._alive:
+                try:
+                    self._conn.send((0, "close", None))
+                except (OSError, EOFError):
+                    pass
+        self._proc.join(timeout=self.call_timeout)
+        if self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(timeout=5)
+        self._receiver.join(timeout=5)
+        self._conn.close()
+        self._reader.close()
