@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import falcon
 from prometheus_client import CollectorRegistry
@@ -141,10 +142,23 @@ class MetricsMiddleware:
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Remember when the request started."""
         req.context.started = time.perf_counter()
+
+    def _instruments(self, route: str, method: str, code: int) -> tuple[Any, Any]:
+        """Return the labelled latency and request children, resolving each label set once."""
+        key = (route, method, code)
+        found = self._children.get(key)
+        if found is None:
+            found = (
+                self.metrics.latency.labels(route, method),
+                self.metrics.requests.labels(route, method, str(code)),
+            )
+            self._children[key] = found
+        return found
 
     def process_response(
         self, req: falcon.Request, resp: falcon.Response, resource: object, ok: bool
@@ -153,8 +167,9 @@ class MetricsMiddleware:
         route = req.uri_template if req.uri_template in ROUTES else "other"
         method = req.method if req.method in ("GET", "POST", "HEAD", "OPTIONS") else "other"
         elapsed = time.perf_counter() - getattr(req.context, "started", time.perf_counter())
-        self.metrics.latency.labels(route, method).observe(elapsed)
-        self.metrics.requests.labels(route, method, str(resp.status_code)).inc()
+        latency, requests = self._instruments(route, method, resp.status_code)
+        latency.observe(elapsed)
+        requests.inc()
 
 
 def create_app(
