@@ -97,7 +97,7 @@ class AuthMiddleware:
             raise falcon.HTTPUnauthorized(
                 title="Authentication required",
                 description="send the read token as a Bearer token, or as the password of HTTP Basic auth",
-                challenges=['Basic realm="FlakeDrop Telemetry", charset="UTF-8"', "Bearer"],
+                challenges=['Basic realm="FlakeDrop Telemetry", charset="UTF-8"'],
             )
 
     def _authorized(self, header: str) -> bool:

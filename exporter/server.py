@@ -11,7 +11,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
-from waitress.server import create_server
+from waitress.channel import HTTPChannel
+from waitress.server import BaseWSGIServer, create_server
 
 from exporter.app import create_app
 from exporter.config import Config
@@ -35,7 +36,37 @@ def waitress_options(config: Config) -> dict:
         "backlog": 1024,
         "ident": "flakedrop-telemetry",
         "expose_tracebacks": False,
+        # waitress's default (True, with no trusted_proxy) strips X-Forwarded-For from every request, so
+        # --trusted-proxies never saw it; the app alone decides whom to believe (ratelimit.client_ip).
+        "clear_untrusted_proxy_headers": False,
     }
+
+
+class DeadlineChannel(HTTPChannel):
+    """A waitress channel that remembers when the request it is reading began to arrive."""
+
+    request_started = 0.0
+
+    def received(self, data: bytes) -> bool:
+        """Note when a new request's first bytes arrive, then parse as waitress does."""
+        if self.request is None and data:
+            self.request_started = time.time()
+        return super().received(data)
+
+
+def cut_slow_requests(server: BaseWSGIServer, deadline: float) -> None:
+    """Also close connections still sending one request after deadline s (waitress cuts only idle ones)."""
+    cut_idle = server.maintenance
+
+    def maintenance(now: float) -> None:
+        cut_idle(now)
+        for channel in list(server.active_channels.values()):
+            reading = channel.request is not None and not channel.requests
+            if reading and getattr(channel, "request_started", now) < now - deadline:
+                channel.will_close = True
+
+    server.channel_class = DeadlineChannel
+    server.maintenance = maintenance  # type: ignore[method-assign]
 
 
 class Maintenance(threading.Thread):
@@ -77,8 +108,7 @@ def serve(config: Config) -> int:
     """Run the server until SIGTERM or SIGINT; return the exit code."""
     if config.workers > 1:
         return serve_workers(config)
-    sock = bind_socket(config)
-    return _serve_on(config, sock)
+    return _serve_on(config, None)
 
 
 def bind_socket(config: Config) -> socket.socket:
@@ -93,8 +123,8 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-def _serve_on(config: Config, sock: socket.socket) -> int:
-    """Serve one process on an already bound socket."""
+def _serve_on(config: Config, sock: socket.socket | None) -> int:
+    """Serve one process; the store opens before the port is bound, so store errors come first."""
     store = open_store(
         config.store_url,
         writer_process=config.writer_process,
@@ -107,7 +137,13 @@ def _serve_on(config: Config, sock: socket.socket) -> int:
     maintenance = Maintenance(store, config.retention_days) if config.retention_days else None
     if maintenance:
         maintenance.start()
+    try:
+        sock = sock or bind_socket(config)
+    except OSError:
+        store.close()
+        raise
     server = create_server(app, sockets=[sock], **waitress_options(config))
+    cut_slow_requests(server, config.channel_timeout)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -141,7 +177,7 @@ def serve_workers(config: Config) -> int:
         if pid == 0:
             code = 1
             try:
-                code = _serve_on(config, bind_socket(config))
+                code = _serve_on(config, None)
             finally:
                 os._exit(code)
         children.append(pid)

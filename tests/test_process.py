@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-from exporter import clientbytes
 from procs import Server, http
 from support import require_binary
+
+from exporter import clientbytes
 
 pytestmark = pytest.mark.slow
 HEADERS = {"Content-Type": "application/json", "User-Agent": "FlakeDrop/v1.3.0"}

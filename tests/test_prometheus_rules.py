@@ -152,7 +152,11 @@ def test_prometheus_config_contents():
     assert targets == ["alertmanager:9093"]
     jobs = {j["job_name"]: j for j in config["scrape_configs"]}
     assert set(jobs) >= {"prometheus", "flakedrop"}
-    assert jobs["flakedrop"]["static_configs"][0]["targets"] == ["exporter:8080"]
+    # Every exporter behind the compose DNS name `exporter` (one, or each replica) is its own target.
+    assert "static_configs" not in jobs["flakedrop"]
+    assert jobs["flakedrop"]["dns_sd_configs"] == [
+        {"names": ["exporter"], "type": "A", "port": 8080, "refresh_interval": "15s"}
+    ]
     # The read token is optional: off by default (a missing file would fail every scrape).
     assert "authorization" not in jobs["flakedrop"]
 

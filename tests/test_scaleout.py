@@ -10,16 +10,16 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
-from prometheus_client import CollectorRegistry
-
 from conftest import NOW, FakeClock
+from procs import Server, http
+from prometheus_client import CollectorRegistry
+from wire_samples import HEADERS
+
 from exporter import clientbytes
 from exporter.app import create_app
 from exporter.ratelimit import RateLimiter, client_ip, parse_networks
 from exporter.server import Maintenance
 from exporter.store import Record
-from procs import Server, http
-from wire_samples import HEADERS
 
 KEY = "replica-shared-key-0123456789"
 

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import NOW
+
 from exporter.errors import StoreError, StoreUnavailable
 from exporter.store import Record, open_store
 

@@ -42,7 +42,7 @@ def _child_main(url: str, kwargs: dict[str, Any], conn: Connection) -> None:
 
     try:
         store = open_store(url, **kwargs)
-    except StoreError as exc:
+    except (StoreError, OSError) as exc:
         send(("error", str(exc)))
         return
     store.observe_commits(lambda n, seconds: send(("commit", n, seconds)))
@@ -106,7 +106,10 @@ class WriterProcessStore:
         if not self._conn.poll(START_TIMEOUT):
             self._proc.kill()
             raise StoreError("the store writer process did not start")
-        status, detail = self._conn.recv()
+        try:
+            status, detail = self._conn.recv()
+        except (EOFError, OSError):
+            status, detail = "error", "the store writer process exited while opening the store"
         if status != "started":
             self._proc.join(timeout=10)
             raise StoreError(detail)

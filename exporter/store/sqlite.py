@@ -93,6 +93,11 @@ class SQLiteStore(SQLStore):
 
     def _check_and_migrate(self) -> None:
         """Refuse foreign or corrupt files, then bring the schema up to date."""
+        if os.statvfs(self.path.parent).f_flag & os.ST_RDONLY:
+            raise StoreError(
+                f"the data directory {self.path.parent} is on a read-only file system; the store needs to write "
+                "(mount it read-write, or point --data-dir elsewhere)"
+            )
         existed = self.path.exists() and self.path.stat().st_size > 0
         try:
             conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
