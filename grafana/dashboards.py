@@ -225,9 +225,11 @@ def datasource_variable() -> dashboard_builders.DatasourceVariable:
     )
 
 
-def label_variable(name: str, label: str, query_text: str) -> dashboard_builders.QueryVariable:
-    """Return a multi-value label variable whose All value is the regex `.+`."""
-    return (
+def label_variable(
+    name: str, label: str, query_text: str, all_value: str | None = ".+"
+) -> dashboard_builders.QueryVariable:
+    """Return a multi-value label variable; All is `all_value`, or the listed values when None."""
+    variable = (
         dashboard_builders.QueryVariable(name)
         .label(label)
         .datasource(datasource())
@@ -237,9 +239,9 @@ def label_variable(name: str, label: str, query_text: str) -> dashboard_builders
         .sort(dashboard_models.VariableSort.ALPHABETICAL_ASC)
         .multi(True)
         .include_all(True)
-        .all_value(".+")
         .current(dashboard_models.VariableOption(selected=True, text=["All"], value=["$__all"]))
     )
+    return variable.all_value(all_value) if all_value is not None else variable
 
 
 def os_version_variables() -> list[dashboard_builders.QueryVariable]:
@@ -741,7 +743,7 @@ def exporter() -> dashboard_builders.Dashboard:
         .variables(
             [
                 datasource_variable(),
-                label_variable("job", "Job", "label_values(flakedrop_build_info, job)"),
+                label_variable("job", "Job", "label_values(flakedrop_build_info, job)", all_value=None),
             ]
         )
         .with_row(dashboard_builders.Row("Health"))

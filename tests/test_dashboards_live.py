@@ -678,7 +678,7 @@ def compare(live: Live, result: dict[str, Any], expectation: Expectation) -> str
 
 
 # Exporter health panels that read Prometheus' own per-target series (up, scrape_*): with the Job
-# picker on All they must still show only the exporter's targets. See the xfail test below.
+# picker on All they must still show only the exporter's targets (the test below).
 JOB_SCOPED = ("Replicas up", "Targets up", "Scrape duration", "Samples scraped")
 
 
@@ -735,13 +735,6 @@ def test_bad_release_failure_ratio_matches_the_simulation(live: Live) -> None:
     assert want > 2 * fleet * 0.9, "the simulated bad release should stand out against the fleet"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="dashboard bug: the exporter board's Job picker has allValue '.+', so on All (its default) "
-    "'Replicas up', 'Targets up', 'Scrape duration' and 'Samples scraped' also count Prometheus' own "
-    "scrape job (2 replicas for 1 exporter). Fix: no allValue for `job` in grafana/dashboards.py, so "
-    "All expands to the jobs that expose flakedrop_build_info; then remove this marker.",
-)
 def test_exporter_board_on_all_jobs_shows_only_exporter_targets(live: Live) -> None:
     problems, checked = value_problems(live, is_job_all_check)
     assert len(checked) == len(JOB_SCOPED)
