@@ -49,9 +49,18 @@ class Proc:
         return f"http://127.0.0.1:{self.port}"
 
     def rss_mb(self) -> float:
-        """Resident set size in MB, from /proc."""
-        text = Path(f"/proc/{self.popen.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1)) / 1024
+        """Resident set size in MB of the server and its children (the writer process), from /proc."""
+        pids, total = [self.popen.pid], 0
+        while pids:
+            pid = pids.pop()
+            try:
+                text = Path(f"/proc/{pid}/status").read_text()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            total += int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1))
+        return total / 1024
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s; by PID."""
@@ -357,7 +366,7 @@ def report(args: argparse.Namespace, tp: dict, batch: dict, mem: dict, big: dict
         "",
         "## Memory (RSS)",
         "",
-        f"- at start: {mem['start']:.1f} MB; after 100k events: {mem['100k']:.1f} MB; after {mem['events']:,} "
+        f"- server and writer process together: at start: {mem['start']:.1f} MB; after 100k events: {mem['100k']:.1f} MB; after {mem['events']:,} "
         f"events from 100k users: {mem['end']:.1f} MB ({(mem['end'] / mem['100k'] - 1) * 100:+.1f}% from 100k).",
         "",
         f"## {big['users']:,} users in the store",

@@ -154,7 +154,7 @@ class _Sender:
 
 
 def send(url: str, events: list[SimEvent], concurrency: int = 8, progress: bool = True) -> Counter[int]:
-    """Send every event (in order per user) with a few threads; return a count of statuses."""
+    """Send every event with a few threads (a user's events may interleave); return a count of statuses."""
     sender = _Sender(url)
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
