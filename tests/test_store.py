@@ -239,3 +239,80 @@ def test_corrupt_file_is_refused_and_untouched(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="not a usable"):
         SQLiteStore(path)
     assert path.read_bytes() == before
+
+
+def stamped(ns: int, salt: bytes = b"x" * 8) -> bytes:
+    """A dedup key in the ingest format: the client's time in ns, then 8 bytes of hash."""
+    from exporter.store.base import dedup_stamp
+
+    return dedup_stamp(ns) + salt
+
+
+def test_dedup_prune_drops_expired_keys_only(store, clock) -> None:
+    from exporter.store.engine import _Job
+
+    first_arrival = clock()
+    old_event = stamped(int((first_arrival - 60) * 1e9))
+    store.write([rec(1, key=old_event, at=first_arrival)])
+    clock.advance(store.dedup_window + 3600)
+    now = clock()
+    recent = stamped(int((now - 60) * 1e9))
+    late_arrival = stamped(int((first_arrival - 7200) * 1e9), b"y" * 8)  # an old client clock, arriving now
+    store.write([rec(2, key=recent, at=now), rec(3, key=late_arrival, at=now)])
+    store._submit(_Job(task=lambda cur: store._prune_dedup(cur, int(now))))
+    result = store.write(
+        [rec(1, key=old_event, at=now), rec(2, key=recent, at=now), rec(3, key=late_arrival, at=now)]
+    )
+    assert result.counted == [True, False, False], "only the key that arrived before the window is forgotten"
+
+
+def test_repeat_events_in_one_hour_write_no_user_row(store) -> None:
+    store.write([rec(1, at=NOW - NOW % 3600 + 10)])
+    commits: list[int] = []
+    plan_users: list[int] = []
+    original = store._write_plan
+
+    def spy(cur, plan) -> None:
+        plan_users.append(len(plan.users))
+        commits.append(1)
+        original(cur, plan)
+
+    store._write_plan = spy
+    store.write([rec(1, at=NOW - NOW % 3600 + 20), rec(1, at=NOW - NOW % 3600 + 3000)])
+    store.write([rec(1, at=NOW - NOW % 3600 + 3600)])
+    assert plan_users == [0, 1], "the same hour leaves the user row alone; the next hour moves it"
+    assert store.snapshot(NOW + 3600).active["1d"] == 1
+
+
+def test_prune_walks_every_chunk(store) -> None:
+    old = [rec(n, at=NOW - 86400 * 100) for n in range(1, 12001, 2)]
+    new = [rec(n, at=NOW) for n in range(2, 12002, 2)]
+    store.write(old + new)
+    assert store.prune(NOW - 86400 * 90) == 6000
+    assert store.user_count() == 6000
+    assert sum(users_by(store, 0).values()) == 6000
+
+
+def test_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
+    from exporter.store.sqlite import APPLICATION_ID, MIGRATIONS
+
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for statement in MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO users VALUES (?, 1, 2, 'linux', '1.3.0', 'amd64', 0, 1)", (b"u" * 16,))
+    conn.execute("INSERT INTO dedup VALUES (?, 5)", (b"k" * 16,))
+    conn.close()
+    store = SQLiteStore(path)
+    try:
+        assert store.user_count() == 1, "users survive the migration"
+    finally:
+        store.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM dedup").fetchone()[0] == 0, "old-format keys can never match"
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert not indexes & {"dedup_at", "users_last_seen"}
+    conn.close()

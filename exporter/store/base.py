@@ -6,11 +6,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from exporter.normalize import OTHER, UNKNOWN
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WINDOWS = {"1d": 24, "7d": 24 * 7, "30d": 24 * 30}  # window label -> hours
 # Counter families kept in the `counters` table, with the labels of their three key columns.
 FAMILIES = {
@@ -38,9 +38,12 @@ class Record:
     dedup_key: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class UserRow:
-    """What the store keeps about one user: no identifier as received, no IP, no free text."""
+class UserRow(NamedTuple):
+    """What the store keeps about one user: no identifier as received, no IP, no free text.
+
+    last_seen is kept to the hour: it is all the active-user windows need, it reveals less, and a
+    user's row is not rewritten by every event in the same hour (most events then write no user row).
+    """
 
     first_seen: int
     last_seen: int
@@ -148,6 +151,11 @@ class Plan:
     new_versions: list[str]
 
 
+def dedup_stamp(ns: int) -> bytes:
+    """Return the 8-byte, order-preserving prefix of a dedup key: the client's time in nanoseconds."""
+    return min(max(ns, 0), 2**64 - 1).to_bytes(8, "big")
+
+
 def day_of(ts: float) -> str:
     """Return the UTC day of a Unix time as YYYY-MM-DD."""
     return time.strftime("%Y-%m-%d", time.gmtime(ts))
@@ -162,17 +170,19 @@ def plan_batch(
 ) -> Plan:
     """Compute a batch's effects from the touched users' current rows; mutates known_versions only."""
     plan = Plan([], Counter(), {}, Counter(), Counter(), Counter(), [], [])
-    before = dict(users)
+    counted, counters, daily, overflow = plan.counted, plan.counters, plan.daily, plan.overflow
     current = dict(users)
     batch_keys: set[bytes] = set()
+    day_names: dict[int, str] = {}
     for rec in records:
-        if rec.dedup_key is not None:
-            if rec.dedup_key in seen_keys or rec.dedup_key in batch_keys:
-                plan.counted.append(False)
+        key = rec.dedup_key
+        if key is not None:
+            if key in seen_keys or key in batch_keys:
+                counted.append(False)
                 continue
-            batch_keys.add(rec.dedup_key)
-            plan.dedup.append((rec.dedup_key, int(rec.received_at)))
-        plan.counted.append(True)
+            batch_keys.add(key)
+            plan.dedup.append((key, int(rec.received_at)))
+        counted.append(True)
         version = rec.version
         if version not in known_versions and version not in (UNKNOWN, OTHER):
             if len(known_versions) < max_versions:
@@ -180,41 +190,58 @@ def plan_batch(
                 plan.new_versions.append(version)
             else:
                 version = OTHER
-                plan.overflow["version"] += 1
+                overflow["version"] += 1
         if rec.os == OTHER:
-            plan.overflow["os"] += 1
+            overflow["os"] += 1
         if rec.arch == OTHER:
-            plan.overflow["arch"] += 1
+            overflow["arch"] += 1
         now = int(rec.received_at)
+        seen = now - now % 3600
+        day_number = now // 86400
+        day = day_names.get(day_number)
+        if day is None:
+            day = day_names[day_number] = day_of(now)
         old = current.get(rec.user)
-        user_os = rec.os or (old.os if old else UNKNOWN)
-        new = UserRow(
-            first_seen=old.first_seen if old else now,
-            last_seen=max(now, old.last_seen) if old else now,
-            os=user_os,
-            version=version,
-            arch=rec.arch or (old.arch if old else UNKNOWN),
-            configured=(old.configured if old else False) or rec.type == "config_created",
-            deployed=(old.deployed if old else False) or rec.type == "deployment",
-        )
-        current[rec.user] = new
-        day = day_of(rec.received_at)
-        plan.counters[("events", rec.type, "", "")] += 1
-        if rec.type == "deployment":
-            outcome = "success" if rec.success else "failure"
-            plan.counters[("deployments", user_os, version, outcome)] += 1
-            plan.daily[(day, "deployments_" + outcome, version)] += 1
-        elif rec.type == "config_created":
-            plan.counters[("configs", user_os, version, "")] += 1
-            plan.daily[(day, "configs", version)] += 1
-        elif rec.type == "heartbeat":
-            plan.counters[("heartbeats", rec.os or UNKNOWN, version, rec.arch or UNKNOWN)] += 1
-        if old is None or day_of(old.last_seen) != day or old.version != version:
-            plan.daily[(day, "active", version)] += 1
+        kind = rec.type
         if old is None:
-            plan.daily[(day, "new_users", version)] += 1
+            user_os = rec.os or UNKNOWN
+            new = UserRow(
+                now,
+                seen,
+                user_os,
+                version,
+                rec.arch or UNKNOWN,
+                kind == "config_created",
+                kind == "deployment",
+            )
+            daily[(day, "active", version)] += 1
+            daily[(day, "new_users", version)] += 1
+        else:
+            user_os = rec.os or old.os
+            new = UserRow(
+                old.first_seen,
+                max(seen, old.last_seen),
+                user_os,
+                version,
+                rec.arch or old.arch,
+                bool(old.configured) or kind == "config_created",
+                bool(old.deployed) or kind == "deployment",
+            )
+            if old.last_seen // 86400 != day_number or old.version != version:
+                daily[(day, "active", version)] += 1
+        current[rec.user] = new
+        counters[("events", kind, "", "")] += 1
+        if kind == "deployment":
+            outcome = "success" if rec.success else "failure"
+            counters[("deployments", user_os, version, outcome)] += 1
+            daily[(day, "deployments_" + outcome, version)] += 1
+        elif kind == "config_created":
+            counters[("configs", user_os, version, "")] += 1
+            daily[(day, "configs", version)] += 1
+        elif kind == "heartbeat":
+            counters[("heartbeats", rec.os or UNKNOWN, version, rec.arch or UNKNOWN)] += 1
     for user, new in current.items():
-        old = before.get(user)
+        old = users.get(user)
         if old == new:
             continue
         plan.users[user] = new

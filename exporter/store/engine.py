@@ -369,6 +369,10 @@ class SQLStore(ABC):
         answers[0].overflow = result.overflow
         return answers
 
+    def _prune_dedup(self, cur: Any, now: int) -> None:
+        """Delete dedup keys older than the dedup window (by arrival time)."""
+        cur.execute(self._sql("DELETE FROM dedup WHERE at < ?"), (now - self.dedup_window,))
+
     def _is_retryable(self, exc: BaseException) -> bool:
         """Return whether a failed transaction may simply be run again (e.g. a deadlock)."""
         return False
@@ -393,7 +397,7 @@ class SQLStore(ABC):
                 self._last_ok = now
             elif now - self._last_dedup_prune > 60:
                 with self._transaction() as cur:
-                    cur.execute(self._sql("DELETE FROM dedup WHERE at < ?"), (int(now) - self.dedup_window,))
+                    self._prune_dedup(cur, int(now))
                 self._last_dedup_prune = now
         except Exception as exc:
             self._mark_unhealthy(exc)
@@ -481,16 +485,19 @@ class SQLStore(ABC):
             )
 
     def _prune(self, cur: Any, before: int) -> int:
-        """Delete inactive users in chunks, moving them out of the user gauges."""
-        removed = 0
+        """Delete inactive users in chunks, in one walk of the primary key, moving them out of the user gauges."""
+        removed, after = 0, b""
         while True:
             cur.execute(
-                self._sql(f"SELECT {USER_COLUMNS} FROM users WHERE last_seen < ? ORDER BY id LIMIT 5000"),
-                (before,),
+                self._sql(
+                    f"SELECT {USER_COLUMNS} FROM users WHERE id > ? AND last_seen < ? ORDER BY id LIMIT 5000"
+                ),
+                (after, before),
             )
             rows = cur.fetchall()
             if not rows:
                 return removed
+            after = bytes(rows[-1][0])
             counters, hours = plan_removal(_user_row(row) for row in rows)
             self._add_counters(cur, counters, hours)
             cur.executemany(self._sql("DELETE FROM users WHERE id = ?"), [(row[0],) for row in rows])
@@ -509,20 +516,15 @@ class SQLStore(ABC):
 
 def _user_row(row: Sequence[Any]) -> UserRow:
     """Build a UserRow from a users-table row that starts with the id."""
-    return UserRow(
-        first_seen=int(row[1]),
-        last_seen=int(row[2]),
-        os=row[3],
-        version=row[4],
-        arch=row[5],
-        configured=bool(row[6]),
-        deployed=bool(row[7]),
-    )
+    return UserRow(int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]))
 
 
 def rows_to_users(rows: Sequence[Sequence[Any]]) -> dict[bytes, UserRow]:
     """Map users-table rows to {id: UserRow}."""
-    return {bytes(row[0]): _user_row(row) for row in rows}
+    return {
+        bytes(row[0]): UserRow(int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]))
+        for row in rows
+    }
 
 
 __all__ = ["FAMILIES", "SQLStore", "rows_to_users"]

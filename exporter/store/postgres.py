@@ -29,6 +29,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE label_values (label TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (label, value))",
         "INSERT INTO meta (key, value) VALUES ('probe', '0'), ('application', 'flakedrop-telemetry')",
     ),
+    # 2: dedup keys start with the client's time; keys in the old format can never match again.
+    ("DELETE FROM dedup",),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 MIGRATION_LOCK = 0x464C4B44  # advisory lock id: replicas starting together migrate one at a time

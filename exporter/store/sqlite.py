@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from exporter.errors import StoreError
-from exporter.store.base import SCHEMA_VERSION, UserRow
+from exporter.store.base import SCHEMA_VERSION, UserRow, dedup_stamp
 from exporter.store.engine import USER_COLUMNS, SQLStore, rows_to_users
 
 APPLICATION_ID = 0x464C4B44  # "FLKD": marks the file as ours, so a foreign database is never touched
@@ -31,6 +31,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE TABLE label_values (label TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (label, value))"
         " WITHOUT ROWID",
         "INSERT INTO meta (key, value) VALUES ('probe', '0')",
+    ),
+    # 2: dedup keys start with the client's time (older keys can never match again), and the two
+    # secondary indexes go: each dirtied a random page per event; pruning walks the primary keys instead.
+    (
+        "DELETE FROM dedup",
+        "DROP INDEX dedup_at",
+        "DROP INDEX users_last_seen",
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
@@ -86,6 +93,14 @@ class SQLiteStore(SQLStore):
             )
             found.update(rows_to_users(cur.fetchall()))
         return found
+
+    def _prune_dedup(self, cur: Any, now: int) -> None:
+        """Delete expired keys: a range at the start of the key order, and (rarely) far-future stamps."""
+        expired = now - self.dedup_window
+        cur.execute("DELETE FROM dedup WHERE key < ? AND at < ?", (dedup_stamp(expired * 10**9), expired))
+        cur.execute(
+            "DELETE FROM dedup WHERE key > ? AND at < ?", (dedup_stamp((now + 86400) * 10**9), expired)
+        )
 
     def _is_connection_error(self, exc: BaseException) -> bool:
         """SQLite connections stay usable after failed statements."""
