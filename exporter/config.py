@@ -49,6 +49,12 @@ class Config:
         "Commit in a separate writer process, so request threads never convoy with it on the GIL.",
         parse_bool,
     )
+    pin_cpus: bool = setting(
+        True,
+        "Pin each server process to one CPU and its writer process to another, from the CPUs it may use: "
+        "Python threads passing the GIL between cores is what makes a bare waitress server collapse.",
+        parse_bool,
+    )
     connection_limit: int = setting(
         256, "Most simultaneous client connections per process; more wait in the backlog."
     )

@@ -123,13 +123,27 @@ def bind_socket(config: Config) -> socket.socket:
     return sock
 
 
-def _serve_on(config: Config, sock: socket.socket | None) -> int:
+def cpu_plan(allowed: set[int], worker: int) -> tuple[int, int]:
+    """Return (server CPU, writer CPU) for worker number `worker`: distinct CPUs when two are allowed."""
+    cpus = sorted(allowed)
+    server = cpus[worker % len(cpus)]
+    return server, cpus[(worker + 1) % len(cpus)]
+
+
+def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> int:
     """Serve one process; the store opens before the port is bound, so store errors come first."""
+    placement: dict[str, int] = {}
+    if config.pin_cpus and hasattr(os, "sched_setaffinity"):
+        server_cpu, writer_cpu = cpu_plan(os.sched_getaffinity(0), worker)
+        os.sched_setaffinity(0, {server_cpu})
+        placement = {"cpu": writer_cpu} if config.writer_process else {}
+        log.info("pinned to CPU %d%s", server_cpu, f", writer to CPU {writer_cpu}" if placement else "")
     store = open_store(
         config.store_url,
         writer_process=config.writer_process,
         max_versions=config.max_versions,
         dedup_window=config.dedup_window,
+        **placement,
     )
     app = create_app(config, store=store)
     # waitress warns on every queued task under load; the latency histogram already tells that story.
@@ -172,12 +186,12 @@ def _serve_on(config: Config, sock: socket.socket | None) -> int:
 def serve_workers(config: Config) -> int:
     """Fork several single-process servers sharing the port with SO_REUSEPORT; restart none."""
     children: list[int] = []
-    for _ in range(config.workers):
+    for worker in range(config.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = _serve_on(config, None)
+                code = _serve_on(config, None, worker)
             finally:
                 os._exit(code)
         children.append(pid)

@@ -66,12 +66,14 @@ class SQLStore(ABC):
         clock: Callable[[], float] = time.time,
         on_commit: CommitObserver | None = None,
         read_only: bool = False,
+        driven: bool = False,
     ) -> None:
         self.max_versions = max_versions
         self.dedup_window = dedup_window
         self.clock = clock
         self.on_commit = on_commit
         self.read_only = read_only
+        self.driven = driven  # no writer thread: the owner calls write_groups() and idle() itself
         self._jobs: list[_Job] = []
         self._cond = threading.Condition()
         self._closing = False
@@ -111,7 +113,8 @@ class SQLStore(ABC):
         if self.read_only:
             return
         self._versions = self._read(lambda cur: self._load_versions(cur))
-        self._thread.start()
+        if not self.driven:
+            self._thread.start()
 
     def write(self, records: Sequence[Record]) -> WriteResult:
         """Apply and commit records together with concurrent callers; durable at return."""
@@ -133,8 +136,31 @@ class SQLStore(ABC):
             self._jobs.append(job)
             self._cond.notify()
 
+    def write_groups(self, groups: Sequence[Sequence[Record]]) -> list[Future[WriteResult]]:
+        """Driven mode: commit several callers' records now, in as few transactions as the budget allows."""
+        jobs = [_Job(records=records) for records in groups]
+        start = 0
+        while start < len(jobs):
+            taken, count = [jobs[start]], len(jobs[start].records)
+            while start + len(taken) < len(jobs):
+                size = len(jobs[start + len(taken)].records)
+                if count + size > self.max_commit_records:
+                    break
+                taken.append(jobs[start + len(taken)])
+                count += size
+            self._commit(taken)
+            start += len(taken)
+        return [job.future for job in jobs]
+
+    def idle(self) -> None:
+        """Driven mode: the upkeep the writer thread does between commits (health probe, dedup pruning)."""
+        self._idle()
+
     def _submit(self, job: _Job) -> Any:
-        """Queue a job for the writer thread and wait for its answer."""
+        """Queue a job for the writer thread (or run it now, when driven) and wait for its answer."""
+        if self.driven:
+            self._commit([job])
+            return job.future.result()
         self._enqueue(job)
         try:
             return job.future.result(timeout=self.write_timeout)
@@ -147,7 +173,7 @@ class SQLStore(ABC):
 
     def ready(self) -> bool:
         """Return whether the last write or probe succeeded."""
-        return self._healthy and not self._closing and self._thread.is_alive()
+        return self._healthy and not self._closing and (self.driven or self._thread.is_alive())
 
     def snapshot(self, now: float) -> Snapshot:
         """Return every aggregate, reading only small tables."""
@@ -186,6 +212,9 @@ class SQLStore(ABC):
             self._cond.notify()
         if self._thread.is_alive():
             self._thread.join(timeout=self.write_timeout)
+        if self.driven:
+            self._safe_close(self._writer_conn)
+            self._writer_conn = None
         while not self._readers.empty():
             self._safe_close(self._readers.get_nowait())
 

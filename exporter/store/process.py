@@ -11,8 +11,10 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
@@ -24,68 +26,82 @@ from exporter.store.base import DailyRow, Record, Snapshot, WriteResult
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
+MAX_CALLS = 512  # calls taken from the pipe per round (each commit holds at most max_commit_records)
 
 
-def _child_main(url: str, kwargs: dict[str, Any], conn: Connection) -> None:
-    """The writer process: open the store, then answer the parent's calls until the pipe closes."""
+def _child_main(url: str, kwargs: dict[str, Any], conn: Connection, cpu: int | None = None) -> None:
+    """The writer process: one thread takes every call waiting in the pipe, commits them together, answers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
     from exporter.store import open_store
 
-    send_lock = threading.Lock()
-
     def send(message: Any) -> None:
-        with send_lock:
-            try:
-                conn.send(message)
-            except (OSError, EOFError):
-                pass
+        try:
+            conn.send(message)
+        except (OSError, EOFError):
+            pass
 
     try:
-        store = open_store(url, **kwargs)
+        store = open_store(url, driven=True, **kwargs)
     except (StoreError, OSError) as exc:
         send(("error", str(exc)))
         return
-    store.observe_commits(lambda n, seconds: send(("commit", n, seconds)))
+    commits: list[tuple[int, float]] = []
+    store.observe_commits(lambda n, seconds: commits.append((n, seconds)))
     send(("started", None))
-
-    def answer(call_id: int, future: Future) -> None:
-        exc = future.exception()
-        if exc is not None:
-            send((call_id, False, str(exc)))
-            return
-        result: WriteResult = future.result()
-        send((call_id, True, (result.counted, dict(result.overflow))))
-
-    def run_call(call_id: int, op: str, payload: Any) -> None:
-        try:
-            value = {
-                "ready": store.ready,
-                "prune": lambda: store.prune(payload),
-                "key_fingerprint": lambda: store.key_fingerprint(payload),
-            }[op]()
-            send((call_id, True, value))
-        except Exception as exc:
-            send((call_id, False, str(exc)))
-
     try:
-        while True:
-            try:
-                call_id, op, payload = conn.recv()
-            except (EOFError, OSError):
-                break  # the parent is gone (even by kill -9): stop
-            if op == "close":
-                break
-            if op == "write":
-                records = [Record(*fields) for fields in payload]
-                try:
-                    store.write_async(records).add_done_callback(lambda f, i=call_id: answer(i, f))
-                except StoreUnavailable as exc:
-                    send((call_id, False, str(exc)))
-            else:
-                threading.Thread(target=run_call, args=(call_id, op, payload), daemon=True).start()
+        last_upkeep = time.monotonic()
+        while _serve_calls(store, conn, commits, send):
+            if time.monotonic() - last_upkeep >= store.probe_interval:
+                store.idle()  # also under steady load: probes a failed store, prunes dedup keys
+                last_upkeep = time.monotonic()
     finally:
         store.close()
         send(("closed", None))
+
+
+def _serve_calls(store: Any, conn: Connection, commits: list, send: Callable[[Any], None]) -> bool:
+    """Take every waiting call (blocking for the first), run them, send the answers; False to stop."""
+    try:
+        if not conn.poll(store.probe_interval):
+            return True
+        calls = [conn.recv()]
+        while len(calls) < MAX_CALLS and conn.poll(0):
+            calls.append(conn.recv())
+    except (EOFError, OSError):
+        return False  # the parent is gone (even by kill -9): stop
+    answers: list[tuple[int, bool, Any]] = []
+    writes = [(call_id, payload) for call_id, op, payload in calls if op == "write"]
+    if writes:
+        futures = store.write_groups([[Record(*fields) for fields in payload] for _, payload in writes])
+        for (call_id, _), future in zip(writes, futures, strict=True):
+            exc = future.exception()
+            if exc is not None:
+                answers.append((call_id, False, str(exc)))
+            else:
+                result: WriteResult = future.result()
+                answers.append((call_id, True, (result.counted, dict(result.overflow))))
+    keep_going = True
+    for call_id, op, payload in calls:
+        if op == "write":
+            continue
+        if op == "close":
+            keep_going = False
+            continue
+        try:
+            if op == "ready":
+                value = store.ready()
+            elif op == "prune":
+                value = store.prune(payload)
+            else:
+                value = store.key_fingerprint(payload)
+            answers.append((call_id, True, value))
+        except Exception as exc:
+            answers.append((call_id, False, str(exc)))
+    send(("answers", answers, commits[:]))
+    commits.clear()
+    return keep_going
 
 
 class WriterProcessStore:
@@ -95,11 +111,12 @@ class WriterProcessStore:
 
     def __init__(self, url: str, reader_factory: Callable[[], Any], **kwargs: Any) -> None:
         kwargs.pop("clock", None)  # the child keeps real time
+        cpu: int | None = kwargs.pop("cpu", None)
         self._observer: Callable[[int, float], None] | None = kwargs.pop("on_commit", None)
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         self._proc = context.Process(
-            target=_child_main, args=(url, kwargs, child_conn), name="flakedrop-writer", daemon=True
+            target=_child_main, args=(url, kwargs, child_conn, cpu), name="flakedrop-writer", daemon=True
         )
         self._proc.start()
         child_conn.close()
@@ -128,21 +145,23 @@ class WriterProcessStore:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
-            if message[0] == "commit":
-                if self._observer is not None:
-                    self._observer(message[1], message[2])
-                continue
             if message[0] == "closed":
                 break
-            call_id, ok, value = message
+            _, answers, commits = message
+            if self._observer is not None:
+                for count, seconds in commits:
+                    self._observer(count, seconds)
             with self._lock:
-                future = self._pending.pop(call_id, None)
-            if future is None:
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(StoreUnavailable(f"the store could not commit ({value}); retry later"))
+                futures = [self._pending.pop(call_id, None) for call_id, _, _ in answers]
+            for future, (_, ok, value) in zip(futures, answers, strict=True):
+                if future is None:
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(
+                        StoreUnavailable(f"the store could not commit ({value}); retry later")
+                    )
         self._alive = False
         with self._lock:
             pending, self._pending = self._pending, {}
