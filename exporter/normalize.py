@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import calendar
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.errors import InvalidEvent
 
@@ -95,8 +94,7 @@ _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_VERSION_LENGTH = 64
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):
     """One validated, normalized event; free text and unknown fields are already gone."""
 
     type: str
@@ -132,24 +130,33 @@ def canonical_arch(value: str) -> str:
     return lowered if lowered in GOARCH else OTHER
 
 
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Return days since 1970-01-01 of a proleptic Gregorian date (integer arithmetic, no tables)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    return era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
+
+
 def parse_timestamp_ns(value: str) -> int:
     """Parse RFC 3339 with up to nine fractional digits into Unix nanoseconds."""
     match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError("not RFC 3339 (expected e.g. 2026-11-27T09:15:02.123456789Z)")
     year, month, day, hour, minute, second, frac, _z, sign, off_h, off_m = match.groups()
-    fields = (int(year), int(month), int(day), int(hour), int(minute), int(second))
-    if not (1 <= fields[1] <= 12 and 1 <= fields[2] <= calendar.monthrange(fields[0], fields[1])[1]):
+    y, mo, d, h, mi, sec = int(year), int(month), int(day), int(hour), int(minute), int(second)
+    if not (y >= 1 and 1 <= mo <= 12 and d >= 1 and (d <= 28 or d <= calendar.monthrange(y, mo)[1])):
         raise ValueError("date out of range")
-    if fields[3] > 23 or fields[4] > 59 or fields[5] > 60:
+    if h > 23 or mi > 59 or sec > 60:
         raise ValueError("time out of range")
-    seconds = calendar.timegm((*fields, 0, 0, 0))
+    seconds = _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
     if sign:
         if int(off_h) > 23 or int(off_m) > 59:
             raise ValueError("offset out of range")
         offset = int(off_h) * 3600 + int(off_m) * 60
         seconds -= offset if sign == "+" else -offset
-    nanos = int((frac or "").ljust(9, "0")) if frac else 0
+    nanos = int(frac.ljust(9, "0")) if frac else 0
     return seconds * 1_000_000_000 + nanos
 
 

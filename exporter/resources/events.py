@@ -7,6 +7,8 @@ import falcon
 from exporter.ingest import Ingestor
 from exporter.wire import check_content_type, parse_json, read_body, split_batch
 
+OK_BODY = b'{"status": "ok"}'  # what the reference server answers; the same bytes every time
+
 
 class EventsResource:
     """Accepts events; replies {"status": "ok"} to one event and per-item results to a batch."""
@@ -25,7 +27,8 @@ class EventsResource:
         items, is_batch = split_batch(parse_json(body), self.max_batch)
         if not is_batch:
             self.ingestor.ingest_one(items[0])
-            resp.media = {"status": "ok"}
+            resp.content_type = falcon.MEDIA_JSON
+            resp.data = OK_BODY
             return
         outcome = self.ingestor.ingest_batch(items)
         resp.media = outcome.to_dict()

@@ -24,8 +24,7 @@ FAMILIES = {
 Key = tuple[str, str, str, str]  # family, k1, k2, k3
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
+class Record(NamedTuple):
     """One event ready to store: the user id is already a keyed hash, every label is normalized."""
 
     user: bytes
