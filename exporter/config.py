@@ -51,8 +51,8 @@ class Config:
     )
     pin_cpus: bool = setting(
         True,
-        "Pin each server process to one CPU and its writer process to another, from the CPUs it may use: "
-        "Python threads passing the GIL between cores is what makes a bare waitress server collapse.",
+        "Pin each server process to one CPU and its writer process to another, from the CPUs it may use "
+        "(with only one CPU, commit in a thread instead): GIL handoffs between cores collapse throughput.",
         parse_bool,
     )
     connection_limit: int = setting(

@@ -133,14 +133,19 @@ def cpu_plan(allowed: set[int], worker: int) -> tuple[int, int]:
 def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> int:
     """Serve one process; the store opens before the port is bound, so store errors come first."""
     placement: dict[str, int] = {}
+    writer_process = config.writer_process
     if config.pin_cpus and hasattr(os, "sched_setaffinity"):
-        server_cpu, writer_cpu = cpu_plan(os.sched_getaffinity(0), worker)
+        allowed = os.sched_getaffinity(0)
+        server_cpu, writer_cpu = cpu_plan(allowed, worker)
         os.sched_setaffinity(0, {server_cpu})
-        placement = {"cpu": writer_cpu} if config.writer_process else {}
+        if len(allowed) == 1:
+            # One CPU: a writer process would only add pipe and context-switch cost to the same core.
+            writer_process = False
+        placement = {"cpu": writer_cpu} if writer_process else {}
         log.info("pinned to CPU %d%s", server_cpu, f", writer to CPU {writer_cpu}" if placement else "")
     store = open_store(
         config.store_url,
-        writer_process=config.writer_process,
+        writer_process=writer_process,
         max_versions=config.max_versions,
         dedup_window=config.dedup_window,
         **placement,

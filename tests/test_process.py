@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client as http_client
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -114,3 +115,63 @@ def test_foreign_database_exits_nonzero_with_a_message(tmp_path: Path) -> None:
     assert out.returncode == 1
     assert b"not a usable FlakeDrop telemetry database" in out.stderr
     assert (data / "telemetry.db").read_bytes() == b"not a database" * 1000, "never overwritten"
+
+
+def _cpus(pid: int) -> str:
+    """The CPUs a process may run on, as the kernel lists them."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    return next(
+        line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Cpus_allowed_list")
+    )
+
+
+def _writer_children(pid: int) -> list[int]:
+    """PIDs of the server's store writer processes (spawned children running spawn_main)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def _start_with_cpus(tmp_path: Path, cpus: set[int]) -> Server:
+    """Start a server whose allowed CPUs are `cpus` (inherited from this thread's affinity)."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        server = Server(tmp_path / "data")
+    finally:
+        os.sched_setaffinity(0, saved)
+    return server.wait_ready()
+
+
+def test_server_and_writer_are_pinned_to_different_cpus(tmp_path: Path) -> None:
+    allowed = os.sched_getaffinity(0)
+    server = _start_with_cpus(tmp_path, allowed)
+    try:
+        writers = _writer_children(server.proc.pid)
+        if len(allowed) >= 2:
+            assert len(writers) == 1, "the writer runs in its own process"
+            mine, writer = _cpus(server.proc.pid), _cpus(writers[0])
+            assert mine != writer and "," not in mine and "-" not in mine, (mine, writer)
+        else:
+            assert writers == [], "with one CPU the writer is a thread"
+        body = clientbytes.deployment("c" * 32, "v1.3.0", "linux", True, 3, 1_795_000_000_000_000_000)
+        assert http("POST", server.url + "/v1/events", body, {"Content-Type": "application/json"})[0] == 200
+    finally:
+        assert server.stop() == 0
+
+
+def test_one_allowed_cpu_commits_in_a_thread_on_that_cpu(tmp_path: Path) -> None:
+    cpu = min(os.sched_getaffinity(0))
+    server = _start_with_cpus(tmp_path, {cpu})
+    try:
+        assert _cpus(server.proc.pid) == str(cpu)
+        assert _writer_children(server.proc.pid) == [], "a writer process would share the one CPU"
+        body = clientbytes.deployment("d" * 32, "v1.3.0", "linux", True, 3, 1_795_000_000_000_000_000)
+        assert http("POST", server.url + "/v1/events", body, {"Content-Type": "application/json"})[0] == 200
+        stats = json.loads(http("GET", server.url + "/stats")[1])
+        assert stats["total_deployments"] == 1
+    finally:
+        assert server.stop() == 0
