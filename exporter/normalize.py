@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from typing import Any, NamedTuple
 
@@ -87,9 +88,9 @@ _SEMVER = re.compile(
 )
 _USER_ID = re.compile(r"^[0-9a-fA-F]{16,64}$")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$",
-    re.ASCII,
+    r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))$", re.ASCII
 )
+_DATE_TIME = re.compile(r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})$", re.ASCII)
 _EVENT_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 MAX_VERSION_LENGTH = 64
 
@@ -107,6 +108,7 @@ class Event(NamedTuple):
     event_id: str | None
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a memo, not state
 def canonical_version(value: str) -> str:
     """Return semver without the leading v and build metadata, or 'unknown'."""
     if len(value) > MAX_VERSION_LENGTH:
@@ -118,12 +120,14 @@ def canonical_version(value: str) -> str:
     return f"{major}.{minor}.{patch}{pre or ''}"
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a memo, not state
 def canonical_os(value: str) -> str:
     """Return the GOOS value, or 'other' when it is not one."""
     lowered = value.strip().lower()
     return lowered if lowered in GOOS else OTHER
 
 
+@functools.lru_cache(maxsize=1024)  # pure; a memo, not state
 def canonical_arch(value: str) -> str:
     """Return the GOARCH value, or 'other' when it is not one."""
     lowered = value.strip().lower()
@@ -139,18 +143,31 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year - 719468
 
 
-def parse_timestamp_ns(value: str) -> int:
-    """Parse RFC 3339 with up to nine fractional digits into Unix nanoseconds."""
-    match = _RFC3339.fullmatch(value)
+@functools.lru_cache(maxsize=1024)  # pure; a memo, not state (a batch's events share their second)
+def _utc_seconds(value: str) -> int:
+    """Return the Unix seconds of YYYY-MM-DDTHH:MM:SS (UTC), or raise ValueError."""
+    match = _DATE_TIME.fullmatch(value)
     if match is None:
         raise ValueError("not RFC 3339 (expected e.g. 2026-11-27T09:15:02.123456789Z)")
-    year, month, day, hour, minute, second, frac, _z, sign, off_h, off_m = match.groups()
-    y, mo, d, h, mi, sec = int(year), int(month), int(day), int(hour), int(minute), int(second)
+    y, mo, d, h, mi, sec = (int(part) for part in match.groups())
     if not (y >= 1 and 1 <= mo <= 12 and d >= 1 and (d <= 28 or d <= calendar.monthrange(y, mo)[1])):
         raise ValueError("date out of range")
     if h > 23 or mi > 59 or sec > 60:
         raise ValueError("time out of range")
-    seconds = _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+    return _days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec
+
+
+def parse_timestamp_ns(value: str) -> int:
+    """Parse RFC 3339 with up to nine fractional digits into Unix nanoseconds."""
+    if len(value) == 30 and value[19] == "." and value[29] in "Zz":  # the Go client's own layout
+        frac = value[20:29]
+        if frac.isascii() and frac.isdigit():
+            return _utc_seconds(value[:19]) * 1_000_000_000 + int(frac)
+    match = _RFC3339.fullmatch(value)
+    if match is None:
+        raise ValueError("not RFC 3339 (expected e.g. 2026-11-27T09:15:02.123456789Z)")
+    date_time, frac, _z, sign, off_h, off_m = match.groups()
+    seconds = _utc_seconds(date_time)
     if sign:
         if int(off_h) > 23 or int(off_m) > 59:
             raise ValueError("offset out of range")

@@ -549,11 +549,8 @@ def _user_row(row: Sequence[Any]) -> UserRow:
 
 
 def rows_to_users(rows: Sequence[Sequence[Any]]) -> dict[bytes, UserRow]:
-    """Map users-table rows to {id: UserRow}."""
-    return {
-        bytes(row[0]): UserRow(int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]))
-        for row in rows
-    }
+    """Map users-table rows to {id: UserRow} (flags stay 0/1 ints, equal to the bools plans build)."""
+    return {bytes(row[0]): UserRow._make(row[1:]) for row in rows}
 
 
 __all__ = ["FAMILIES", "SQLStore", "rows_to_users"]

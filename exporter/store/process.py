@@ -194,9 +194,7 @@ class WriterProcessStore:
         """Commit records in the child (group commit there); durable at return."""
         if not records:
             return WriteResult([])
-        payload = [
-            (r.user, r.type, r.version, r.os, r.arch, r.success, r.received_at, r.dedup_key) for r in records
-        ]
+        payload = list(map(tuple, records))  # a Record is a NamedTuple: send the plain tuple
         counted, overflow = self._call("write", payload)
         return WriteResult(counted, Counter(overflow))
 
