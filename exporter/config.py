@@ -39,7 +39,9 @@ class Config:
     database_url: str = setting(
         "", "Store URL: sqlite:///path/to.db or postgresql://... (default: SQLite file in the data dir)."
     )
-    threads: int = setting(8, "Waitress worker threads per process.")
+    threads: int = setting(
+        32, "Waitress worker threads per process (requests waiting on a group commit each hold one)."
+    )
     workers: int = setting(
         1,
         "Server processes sharing the port (SO_REUSEPORT); more than 1 needs PostgreSQL or uses SQLite's lock.",

@@ -103,17 +103,28 @@ class Ingestor:
 
     def ingest_one(self, item: Any) -> bool:
         """Ingest a single event; raise InvalidEvent or StoreUnavailable; return False for a duplicate."""
+        return self.commit_one(self.prepare_one(item))
+
+    def ingest_batch(self, items: Sequence[Any]) -> Outcome:
+        """Ingest a batch: invalid items are reported by index, the valid ones committed together."""
+        return self._commit(*self.prepare_batch(items))
+
+    def prepare_one(self, item: Any) -> Record:
+        """Validate one event and build its record; raise InvalidEvent (counted by reason)."""
         try:
             event = normalize(item)
         except InvalidEvent as exc:
             self.metrics.rejected.labels(exc.reason).inc()
             exc.counted = True  # type: ignore[attr-defined]
             raise
-        outcome = self._commit([self.to_record(event, self.clock())], [0], Outcome())
-        return outcome.accepted == 1
+        return self.to_record(event, self.clock())
 
-    def ingest_batch(self, items: Sequence[Any]) -> Outcome:
-        """Ingest a batch: invalid items are reported by index, the valid ones committed together."""
+    def commit_one(self, record: Record) -> bool:
+        """Commit one prepared record; return False for a duplicate."""
+        return self._commit([record], [0], Outcome()).accepted == 1
+
+    def prepare_batch(self, items: Sequence[Any]) -> tuple[list[Record], list[int], Outcome]:
+        """Validate a batch: the valid items' records and indices, and the rejections so far."""
         now = self.clock()
         outcome = Outcome()
         records, indices = [], []
@@ -128,7 +139,11 @@ class Ingestor:
                 continue
             records.append(self.to_record(event, now))
             indices.append(index)
-        return self._commit(records, indices, outcome)
+        return records, indices, outcome
+
+    def commit_batch(self, prepared: tuple[list[Record], list[int], Outcome]) -> Outcome:
+        """Commit a prepared batch and complete its outcome."""
+        return self._commit(*prepared)
 
     def _commit(self, records: list[Record], indices: list[int], outcome: Outcome) -> Outcome:
         """Write records to the store and count the result."""

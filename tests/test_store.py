@@ -316,3 +316,34 @@ def test_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not indexes & {"dedup_at", "users_last_seen"}
     conn.close()
+
+
+def test_group_commit_waits_for_announced_requests(store) -> None:
+    store.gather_delay = 20.0  # long, so only the second request's arrival can end the wait
+    commits: list[int] = []
+    store.observe_commits(lambda n, seconds: commits.append(n))
+    store.announce()
+    store.announce()
+    done = threading.Event()
+
+    def first() -> None:
+        store.withdraw()
+        store.write([rec(1)])
+        done.set()
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert not done.wait(0.3), "the commit holds while another announced request is being parsed"
+    store.withdraw()
+    store.write([rec(2)])
+    thread.join(timeout=10)
+    assert done.is_set() and commits == [2], "both requests share one transaction"
+
+
+def test_a_lone_request_commits_at_once(store) -> None:
+    store.gather_delay = 60.0
+    finished = threading.Event()
+    thread = threading.Thread(target=lambda: (store.write([rec(1)]), finished.set()))
+    thread.start()
+    thread.join(timeout=10)
+    assert finished.is_set(), "with nothing announced there is nothing to wait for"

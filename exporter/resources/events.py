@@ -20,17 +20,28 @@ class EventsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Decode, validate and commit; 2xx only once the events are durable."""
-        check_content_type(req.content_type)
-        body = read_body(
-            req.bounded_stream, req.content_length, req.get_header("Content-Encoding"), self.max_body_bytes
-        )
-        items, is_batch = split_batch(parse_json(body), self.max_batch)
-        if not is_batch:
-            self.ingestor.ingest_one(items[0])
+        store = self.ingestor.store
+        store.announce()  # group commit may wait a moment for this request's records
+        try:
+            check_content_type(req.content_type)
+            body = read_body(
+                req.bounded_stream,
+                req.content_length,
+                req.get_header("Content-Encoding"),
+                self.max_body_bytes,
+            )
+            items, is_batch = split_batch(parse_json(body), self.max_batch)
+            record = None if is_batch else self.ingestor.prepare_one(items[0])
+            prepared = self.ingestor.prepare_batch(items) if is_batch else None
+        finally:
+            store.withdraw()
+        if record is not None:
+            self.ingestor.commit_one(record)
             resp.content_type = falcon.MEDIA_JSON
             resp.data = OK_BODY
             return
-        outcome = self.ingestor.ingest_batch(items)
+        assert prepared is not None
+        outcome = self.ingestor.commit_batch(prepared)
         resp.media = outcome.to_dict()
         if outcome.accepted == 0 and outcome.duplicates == 0:
             resp.status = falcon.HTTP_400

@@ -107,6 +107,14 @@ class Store(Protocol):
         """Apply and commit records; durable at return."""
         ...
 
+    def announce(self) -> None:
+        """Hint that a request with records is on its way (group commit may wait briefly for it)."""
+        ...
+
+    def withdraw(self) -> None:
+        """End an announce(): the request's records are ready, or it has none."""
+        ...
+
     def snapshot(self, now: float) -> Snapshot:
         """Return the aggregates as of now."""
         ...

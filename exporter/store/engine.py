@@ -56,6 +56,7 @@ class SQLStore(ABC):
     max_attempts = 3
     rows_per_statement = 400
     write_timeout = 30.0
+    gather_delay = 0.002  # most a waiting commit holds for requests still being parsed (seconds)
 
     def __init__(
         self,
@@ -75,6 +76,7 @@ class SQLStore(ABC):
         self.read_only = read_only
         self.driven = driven  # no writer thread: the owner calls write_groups() and idle() itself
         self._jobs: list[_Job] = []
+        self._arriving = 0
         self._cond = threading.Condition()
         self._closing = False
         self._healthy = True
@@ -309,6 +311,7 @@ class SQLStore(ABC):
             with self._cond:
                 if not self._jobs and not self._closing:
                     self._cond.wait(timeout=self.probe_interval)
+                self._gather()
                 jobs = self._take_jobs()
                 closing = self._closing
             if jobs:
@@ -319,6 +322,34 @@ class SQLStore(ABC):
                 self._idle()
         self._safe_close(self._writer_conn)
         self._writer_conn = None
+
+    def _gather(self) -> None:
+        """With jobs waiting, let requests already being parsed join this commit (up to gather_delay).
+
+        Like PostgreSQL's commit_delay with commit_siblings: a lone request commits at once, but
+        when others are in flight their records share the transaction, so on a busy core each
+        commit's fixed cost is paid once for many requests instead of once for three or four.
+        """
+        if not self._jobs or not self._arriving or self.gather_delay <= 0:
+            return
+        deadline = time.monotonic() + self.gather_delay
+        while self._arriving and not self._closing:
+            left = deadline - time.monotonic()
+            if left <= 0 or sum(len(job.records) for job in self._jobs) >= self.max_commit_records:
+                return
+            self._cond.wait(timeout=left)
+
+    def announce(self) -> None:
+        """Note that a request carrying records is being parsed (a hint for group commit)."""
+        with self._cond:
+            self._arriving += 1
+
+    def withdraw(self) -> None:
+        """Note that an announced request has its records ready (or has none)."""
+        with self._cond:
+            self._arriving -= 1
+            if not self._arriving:
+                self._cond.notify()
 
     def _take_jobs(self) -> list[_Job]:
         """Pop waiting jobs up to the per-commit record budget; maintenance jobs run alone."""

@@ -198,6 +198,12 @@ class WriterProcessStore:
         counted, overflow = self._call("write", payload)
         return WriteResult(counted, Counter(overflow))
 
+    def announce(self) -> None:
+        """No-op: the child drains the pipe, so whatever arrived during a commit joins the next one."""
+
+    def withdraw(self) -> None:
+        """No-op (see announce)."""
+
     def snapshot(self, now: float) -> Snapshot:
         """Read the aggregates through this process's read-only connections."""
         return self._reader.snapshot(now)
