@@ -61,7 +61,9 @@ def _trickle(sock: socket.socket, index: int) -> bool:
 
 
 def test_slowloris_neither_blocks_normal_clients_nor_outlives_the_timeout(tmp_path: Path) -> None:
-    server = Server(tmp_path / "data", "--channel-timeout", str(CHANNEL_TIMEOUT)).wait_ready()
+    server = Server(
+        tmp_path / "data", "--channel-timeout", str(CHANNEL_TIMEOUT), "--threads", "8"
+    ).wait_ready()
     slow = [_open_slow(server.port, i) for i in range(SLOW_CLIENTS)]
     opened = time.monotonic()
     closed_at: dict[int, float] = {}
