@@ -80,25 +80,12 @@ class Ingestor:
         self.hasher = hasher
         self.clock = clock
 
-    def to_record(self, event: Event, now: float) -> Record:
-        """Build the store record of one event, observing the client's clock skew."""
-        if event.client_time_ns is not None:
-            self.metrics.clock_skew.observe(abs(now - event.client_time_ns / 1e9))
-        return self.record_of(self.hasher, event, now)
-
     @staticmethod
     def record_of(hasher: UserHasher, event: Event, now: float) -> Record:
         """Build the store record of an event received at `now`."""
         user = hasher(event.user_id)
         return Record(
-            user=user,
-            type=event.type,
-            version=event.version,
-            os=event.os,
-            arch=event.arch,
-            success=event.success,
-            received_at=now,
-            dedup_key=dedup_key(user, event),
+            user, event.type, event.version, event.os, event.arch, event.success, now, dedup_key(user, event)
         )
 
     def ingest_one(self, item: Any) -> bool:
@@ -117,7 +104,10 @@ class Ingestor:
             self.metrics.rejected.labels(exc.reason).inc()
             exc.counted = True  # type: ignore[attr-defined]
             raise
-        return self.to_record(event, self.clock())
+        now = self.clock()
+        if event.client_time_ns is not None:
+            self.metrics.clock_skew.observe(abs(now - event.client_time_ns / 1e9))
+        return self.record_of(self.hasher, event, now)
 
     def commit_one(self, record: Record) -> bool:
         """Commit one prepared record; return False for a duplicate."""
@@ -127,7 +117,8 @@ class Ingestor:
         """Validate a batch: the valid items' records and indices, and the rejections so far."""
         now = self.clock()
         outcome = Outcome()
-        records, indices = [], []
+        records, indices, skews = [], [], []
+        hasher = self.hasher
         for index, item in enumerate(items):
             try:
                 event = normalize(item)
@@ -137,8 +128,11 @@ class Ingestor:
                     {"index": index, "reason": exc.reason, "field": exc.field, "description": exc.description}
                 )
                 continue
-            records.append(self.to_record(event, now))
+            if event.client_time_ns is not None:
+                skews.append(abs(now - event.client_time_ns / 1e9))
+            records.append(self.record_of(hasher, event, now))
             indices.append(index)
+        self.metrics.clock_skew.observe_many(skews)
         return records, indices, outcome
 
     def commit_batch(self, prepared: tuple[list[Record], list[int], Outcome]) -> Outcome:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import platform
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
 from exporter.errors import REJECT_REASONS, StoreUnavailable
@@ -60,11 +63,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
-        self.clock_skew = Histogram(
+        self.clock_skew = BulkHistogram(
             "flakedrop_client_clock_skew_seconds",
             "Absolute difference between an event's client timestamp and its receive time, in seconds.",
-            buckets=SKEW_BUCKETS,
-            registry=registry,
+            SKEW_BUCKETS,
+            registry,
         )
         self.commit_size = Histogram(
             "flakedrop_store_commit_batch_size",
@@ -98,6 +101,49 @@ class Metrics:
         """Record one group commit (the store calls this)."""
         self.commit_size.observe(count)
         self.commit_duration.observe(seconds)
+
+
+class BulkHistogram(Collector):
+    """A label-less histogram that takes a request's observations at once: one lock, C-level bisect.
+
+    prometheus_client's Histogram takes a lock and scans its buckets per observation; a 100-event
+    batch made that ~9% of the request's CPU. The exposition is the same (cumulative `le` buckets,
+    `_sum`, `_count`).
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry):
+        self.name = name
+        self.documentation = documentation
+        self.bounds = tuple(float(bound) for bound in buckets)
+        self._counts = [0] * (len(self.bounds) + 1)  # the last slot is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        """Add every value to the histogram."""
+        counts = [0] * len(self._counts)
+        total = 0.0
+        for value in values:
+            counts[bisect.bisect_left(self.bounds, value)] += 1
+            total += value
+        with self._lock:
+            self._counts = [mine + theirs for mine, theirs in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def observe(self, value: float) -> None:
+        """Add one value."""
+        self.observe_many((value,))
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the histogram with cumulative buckets."""
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip((*self.bounds, float("inf")), counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets, sum_value=total)
 
 
 class StoreCollector(Collector):

@@ -250,15 +250,15 @@ def normalize(obj: Any) -> Event:
     if event_id is not None and not _EVENT_ID.fullmatch(event_id):
         raise InvalidEvent("invalid_field", "id", "must be 1 to 128 printable ASCII characters")
 
-    return Event(
-        type=kind,
-        user_id=user_id.lower(),
-        version=canonical_version(version_text),
-        os=canonical_os(os_text) if os_text is not None else None,
-        arch=canonical_arch(arch_text) if arch_text is not None else None,
-        success=success,
-        client_time_ns=client_time_ns,
-        event_id=event_id,
+    return Event(  # positional: a NamedTuple built from keywords costs twice as much
+        kind,
+        user_id.lower(),
+        canonical_version(version_text),
+        canonical_os(os_text) if os_text is not None else None,
+        canonical_arch(arch_text) if arch_text is not None else None,
+        success,
+        client_time_ns,
+        event_id,
     )
 
 

@@ -212,7 +212,7 @@ def plan_batch(
         kind = rec.type
         if old is None:
             user_os = rec.os or UNKNOWN
-            new = UserRow(
+            current[rec.user] = UserRow(
                 now,
                 seen,
                 user_os,
@@ -225,18 +225,26 @@ def plan_batch(
             daily[(day, "new_users", version)] += 1
         else:
             user_os = rec.os or old.os
-            new = UserRow(
-                old.first_seen,
-                max(seen, old.last_seen),
-                user_os,
-                version,
-                rec.arch or old.arch,
-                bool(old.configured) or kind == "config_created",
-                bool(old.deployed) or kind == "deployment",
-            )
             if old.last_seen // 86400 != day_number or old.version != version:
                 daily[(day, "active", version)] += 1
-        current[rec.user] = new
+            unchanged = (  # the common repeat event within the hour leaves the user's row as it is
+                old.last_seen >= seen
+                and old.version == version
+                and old.os == user_os
+                and (rec.arch is None or rec.arch == old.arch)
+                and (old.deployed or kind != "deployment")
+                and (old.configured or kind != "config_created")
+            )
+            if not unchanged:
+                current[rec.user] = UserRow(
+                    old.first_seen,
+                    max(seen, old.last_seen),
+                    user_os,
+                    version,
+                    rec.arch or old.arch,
+                    bool(old.configured) or kind == "config_created",
+                    bool(old.deployed) or kind == "deployment",
+                )
         counters[("events", kind, "", "")] += 1
         if kind == "deployment":
             outcome = "success" if rec.success else "failure"
