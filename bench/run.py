@@ -62,6 +62,24 @@ class Proc:
             total += int(re.search(r"VmRSS:\s+(\d+) kB", text).group(1))
         return total / 1024
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user + system) so far of the server process and of each of its children, by name."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        pids = [self.popen.pid]
+        while pids:
+            pid = pids.pop()
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    pids += [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            name = "server" if pid == self.popen.pid else "writer" if b"spawn_main" in cmdline else "other"
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        return out
+
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s; by PID."""
         if self.popen.poll() is None:
@@ -185,11 +203,20 @@ def batches(seconds: int, tmp: Path) -> dict:
     ours = start("ours", tmp / "batch", False)
     try:
         wrk(ours.url, "batch.lua", 16, 2, False)
+        before, started = ours.cpu_seconds(), time.monotonic()
         batch = wrk(ours.url, "batch.lua", 16, seconds, False)
+        after, elapsed = ours.cpu_seconds(), time.monotonic() - started
         single = wrk(ours.url, "client.lua", 16, seconds, False)
     finally:
         ours.stop()
-    return {"batch_events": batch["rps"] * 100, "batch_p99": batch["p99"], "single_events": single["rps"]}
+    events = batch["rps"] * 100 * elapsed
+    cpu_us = {name: (after[name] - before.get(name, 0.0)) / events * 1e6 for name in after}
+    return {
+        "batch_events": batch["rps"] * 100,
+        "batch_p99": batch["p99"],
+        "single_events": single["rps"],
+        "cpu_us": cpu_us,
+    }
 
 
 def post_batches(url: str, total: int, offset: int, users: int, threads: int = 8) -> None:
@@ -335,9 +362,12 @@ def report(args: argparse.Namespace, tp: dict, batch: dict, mem: dict, big: dict
         f"--events {args.events} --users {args.users}`)",
         "- Load: wrk on loopback, `bench/client.lua` sends the client's exact `deployment` bytes, rotating",
         "  users, OS and versions; `bench/batch.lua` sends 100-event batches. Medians of interleaved rounds.",
-        "- Floor: `bench/floor_app.py`, a bare Falcon+waitress endpoint that only parses JSON (4 threads).",
+        "- Floor: `bench/floor_app.py`, a bare Falcon+waitress endpoint that only parses JSON (waitress",
+        "  defaults: 4 threads, no CPU pinning).",
         "- Ours: `flakedrop-telemetry serve` with its defaults and the real SQLite store (durability on:",
-        "  WAL, synchronous=FULL, 2xx only after commit). Pinned = server on core 0, wrk on core 1.",
+        "  WAL, synchronous=FULL, 2xx only after commit); 32 threads; the server pins itself to one CPU",
+        "  and its writer process to the other (`--pin-cpus`). Pinned = the whole server on core 0",
+        "  (taskset; it then commits in a thread), wrk on core 1.",
         "",
         "## Single-event ingest",
         "",
@@ -363,6 +393,10 @@ def report(args: argparse.Namespace, tp: dict, batch: dict, mem: dict, big: dict
         f"- {batch['batch_events']:.0f} events/s (p99 {batch['batch_p99']:.1f} ms), "
         f"{batch['batch_events'] / batch['single_events']:.1f}x single-event ingest in the same run "
         f"({batch['single_events']:.0f} events/s).",
+        "- CPU per event (user + system, over the whole run): "
+        + ", ".join(f"{name} {value:.1f} us" for name, value in sorted(batch["cpu_us"].items()) if value)
+        + f"; total {sum(batch['cpu_us'].values()):.1f} us. On {os.cpu_count()} cores, 40k events/s "
+        f"needs at most {os.cpu_count() * 1e6 / 40000:.0f} us in all.",
         "",
         "## Memory (RSS)",
         "",
