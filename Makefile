@@ -7,7 +7,7 @@ PORT   ?= 8080
 DATA   ?= ./data
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint system-deps bench dashboards clean
+.PHONY: help run test lint system-deps bench profile dashboards clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,13 @@ test: system-deps $(VENV)/.installed-test lint ## Install what the tests need, l
 
 bench: system-deps $(VENV)/.installed-test ## Run the benchmarks (bench/), write bench/RESULTS.md
 	$(BIN)/python bench/run.py
+
+$(VENV)/.installed-bench: $(VENV)/.installed-test setup.cfg
+	$(BIN)/pip install --quiet -e '.[bench]'
+	@touch $@
+
+profile: system-deps $(VENV)/.installed-bench ## Profile the server under load with py-spy (bench/profiles/*.svg)
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python bench/profile.py
 
 dashboards: $(VENV)/.installed-test ## Regenerate grafana/dashboards/*.json from grafana/dashboards.py
 	$(BIN)/python grafana/dashboards.py

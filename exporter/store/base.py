@@ -291,15 +291,14 @@ def plan_removal(rows: Iterable[UserRow]) -> tuple[Counter[Key], Counter[tuple[i
     return counters, hours
 
 
-def active_counts(hour_rows: Iterable[tuple[int, str, int]], now: float) -> tuple[dict[str, int], dict]:
-    """Sum hour buckets into active users per window, in total and by version."""
-    now_hour = int(now) // 3600
+def active_counts(version_rows: Iterable[Sequence]) -> tuple[dict[str, int], dict]:
+    """Fold rows of (version, users active in each window, in WINDOWS order) into totals and by version."""
     active = dict.fromkeys(WINDOWS, 0)
-    by_version: Counter[tuple[str, str]] = Counter()
-    for hour, version, users in hour_rows:
-        age = now_hour - hour
-        for window, hours in WINDOWS.items():
-            if age < hours:
+    by_version: dict[tuple[str, str], int] = {}
+    for version, *sums in version_rows:
+        for window, users in zip(WINDOWS, sums, strict=True):
+            users = int(users or 0)
+            if users:
                 active[window] += users
-                by_version[(window, version)] += users
-    return active, {key: value for key, value in by_version.items() if value}
+                by_version[(window, version)] = by_version.get((window, version), 0) + users
+    return active, by_version

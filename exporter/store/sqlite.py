@@ -11,9 +11,6 @@ from exporter.errors import StoreError
 from exporter.store.base import SCHEMA_VERSION, UserRow, dedup_stamp
 from exporter.store.engine import USER_COLUMNS, SQLStore, rows_to_users
 
-# The writer's page cache: SQLite's default (2 MiB) is smaller than the users index of ~100k users,
-# so every user lookup became a read() of a page the kernel already held.
-WRITER_CACHE_KIB = 16384
 APPLICATION_ID = 0x464C4B44  # "FLKD": marks the file as ours, so a foreign database is never touched
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -62,9 +59,7 @@ class SQLiteStore(SQLStore):
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
         conn.execute("PRAGMA synchronous = FULL")
-        if writer:
-            conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-        else:
+        if not writer:
             conn.execute("PRAGMA query_only = 1")
         return conn
 
