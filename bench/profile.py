@@ -1,8 +1,9 @@
 """`make profile`: py-spy on our server under wrk load; prints where the CPU goes, writes flame graphs.
 
 Two scenarios: single events (client.lua, c16) and 100-event batches (batch.lua, c16). For each,
-py-spy samples the server and its writer process (`--subprocesses`) while wrk runs, writes an SVG
-flame graph to bench/profiles/, and prints the functions with the most samples of their own.
+py-spy samples the server and its writer process (`--subprocesses`) while wrk runs: once with
+`--gil` (only the thread running Python), printing the frames with the most samples of their own,
+and once wall-clock (waits included), written as an SVG flame graph to bench/profiles/.
 Loopback only; the server and wrk are started here and stopped here, by PID.
 """
 
@@ -22,8 +23,8 @@ from run import BENCH, start, wrk
 OUT = BENCH / "profiles"
 
 
-def record(pid: int, seconds: int, fmt: str, path: Path) -> None:
-    """Sample a process tree with py-spy for `seconds`, writing `fmt` output to path."""
+def record(pid: int, seconds: int, fmt: str, path: Path, gil: bool) -> None:
+    """Sample a process tree with py-spy for `seconds` (only GIL holders if `gil`), writing `fmt` to path."""
     subprocess.run(
         [
             "py-spy",
@@ -40,6 +41,7 @@ def record(pid: int, seconds: int, fmt: str, path: Path) -> None:
             fmt,
             "--output",
             str(path),
+            *(["--gil"] if gil else []),
         ],
         check=True,
         capture_output=True,
@@ -64,16 +66,19 @@ def profile(name: str, script: str, seconds: int, tmp: Path) -> None:
         load = threading.Thread(target=wrk, args=(ours.url, script, 16, seconds + 4, False))
         load.start()
         raw = tmp / f"{name}.txt"
-        record(ours.popen.pid, seconds, "raw", raw)
+        record(ours.popen.pid, seconds, "raw", raw, gil=True)
         load.join()
         load = threading.Thread(target=wrk, args=(ours.url, script, 16, seconds + 4, False))
         load.start()
-        record(ours.popen.pid, seconds, "flamegraph", OUT / f"{name}.svg")
+        record(ours.popen.pid, seconds, "flamegraph", OUT / f"{name}.svg", gil=False)
         load.join()
     finally:
         ours.stop()
     total = sum(int(line.rpartition(" ")[2]) for line in raw.read_text().splitlines())
-    print(f"\n## {name}: {total} samples; top frames by own samples (flame graph: bench/profiles/{name}.svg)")
+    print(
+        f"\n## {name}: {total} samples of threads holding the GIL (Python CPU; SQLite and syscalls release it);"
+        f" top frames by own samples. Wall-clock flame graph with waits: bench/profiles/{name}.svg"
+    )
     for samples, frame in top_self(raw, 15):
         print(f"{samples / total * 100:5.1f}%  {frame}")
 
