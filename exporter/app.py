@@ -172,13 +172,21 @@ class MetricsMiddleware:
         requests.inc()
 
 
+class TelemetryApp(falcon.App):
+    """The Falcon app, plus the hook the server uses to count waitress's own rejections by reason."""
+
+    __slots__ = ("count_rejection",)
+
+    count_rejection: Callable[[str], None]
+
+
 def create_app(
     config: Config,
     *,
     store: Store | None = None,
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
-) -> falcon.App:
+) -> TelemetryApp:
     """Build the WSGI app; the caller owns (and closes) the store it passes in."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
@@ -213,7 +221,7 @@ def create_app(
     if config.rate_limit > 0:
         limiter = RateLimiter(config.rate_limit, config.rate_burst, clock=clock)
         middleware.append(RateLimitMiddleware(limiter, parse_networks(config.trusted_proxies)))
-    app = falcon.App(middleware=middleware)
+    app = TelemetryApp(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = True
 
@@ -234,6 +242,7 @@ def create_app(
         resp.status = falcon.HTTP_500
         resp.media = {"title": "Internal error", "description": "the server failed; this is a bug"}
 
+    app.count_rejection = lambda reason: metrics.rejected.labels(reason).inc()
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(TelemetryError, handle_telemetry_error)
     app.add_route("/v1/events", EventsResource(ingestor, config.max_body_bytes, config.max_batch))

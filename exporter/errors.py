@@ -16,6 +16,8 @@ REJECT_REASONS = (
     "batch_too_large",
     "rate_limited",
     "store_unavailable",
+    "headers_too_large",
+    "bad_http",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -13,6 +14,7 @@ from types import FrameType
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
+from waitress.task import ErrorTask
 
 from exporter.app import create_app
 from exporter.config import Config
@@ -46,10 +48,49 @@ def waitress_options(config: Config) -> dict:
     }
 
 
+# waitress's own rejections, made before the app sees a request: status code -> (reason, how to fix)
+HTTP_REJECTIONS = {
+    400: ("bad_http", "the request is not valid HTTP/1.1; send a well-formed request line and headers"),
+    413: (
+        "body_too_large",
+        "the body is larger than this server reads; send less (gzip it) or split the batch",
+    ),
+    431: ("headers_too_large", "the request headers exceed 64 KiB; send fewer or smaller headers"),
+    501: (
+        "bad_http",
+        "the request uses a transfer encoding this server does not implement; use chunked or none",
+    ),
+}
+
+
+class JSONErrorTask(ErrorTask):
+    """Waitress's own 4xx replies, as the API's JSON error body, counted by reason like the app's."""
+
+    def execute(self) -> None:
+        """Write {title, description, reason} with waitress's status, or defer to it for a 5xx."""
+        error = self.request.error
+        known = HTTP_REJECTIONS.get(error.code)
+        if known is None:
+            super().execute()
+            return
+        reason, hint = known
+        count: Callable[[str], None] | None = getattr(self.channel.server, "count_rejection", None)
+        if count is not None:
+            count(reason)
+        detail = f" ({error.body})" if error.body else ""
+        body = json.dumps({"title": error.reason, "description": hint + detail, "reason": reason}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
 class DeadlineChannel(HTTPChannel):
     """A waitress channel that remembers when the request it is reading began to arrive."""
 
     request_started = 0.0
+    error_task_class = JSONErrorTask
 
     def received(self, data: bytes) -> bool:
         """Note when a new request's first bytes arrive, then parse as waitress does."""
@@ -167,6 +208,7 @@ def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> in
         raise
     server = create_server(app, sockets=[sock], **waitress_options(config))
     cut_slow_requests(server, config.channel_timeout)
+    server.count_rejection = app.count_rejection  # type: ignore[attr-defined]  # for JSONErrorTask
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)

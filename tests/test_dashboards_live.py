@@ -646,6 +646,7 @@ def expectations(live: Live, board: str, panel: str, ref: str, v: dict[str, str]
 REJECT_REASONS = (
     "invalid_json", "unsupported_media_type", "body_too_large", "bad_encoding", "missing_field",
     "invalid_field", "unknown_type", "batch_too_large", "rate_limited", "store_unavailable",
+    "headers_too_large", "bad_http",
 )  # fmt: skip
 
 

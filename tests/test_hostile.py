@@ -208,23 +208,35 @@ def test_chunked_body_over_the_app_limit_gets_a_json_413(server: Server) -> None
     REJECTED[document["reason"]] += 1
 
 
+def _waitress_refusal(data: bytes, status: int, reason: str) -> None:
+    """Check one of waitress's own refusals: our JSON error body, the reason, and count it as expected."""
+    got, headers, reply = parse_response(data)
+    assert got == status, reply[:300]
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    document = json.loads(reply)
+    assert document["reason"] == reason and document["description"], document
+    REJECTED[reason] += 1
+
+
 def test_chunked_body_over_the_waitress_limit_is_refused_before_the_app(server: Server) -> None:
     body = _chunked(8 * LIMIT)
     data = raw_request(server.port, post_head(None, {"Transfer-Encoding": "chunked"}), body)
-    got, _, reply = parse_response(data)
-    assert got == 413, reply[:300]  # waitress's own plain-text 413; it stops reading and closes
+    _waitress_refusal(data, 413, "body_too_large")  # waitress stops reading and closes
 
 
 def test_content_length_over_the_waitress_limit_is_refused_before_the_body(server: Server) -> None:
     data = raw_request(server.port, post_head(WAITRESS_LIMIT + 1), b"{")
-    got, _, _ = parse_response(data)
-    assert got == 413
+    _waitress_refusal(data, 413, "body_too_large")
 
 
 def test_oversized_headers_are_refused(server: Server) -> None:
     head = post_head(2, {"X-Padding": "p" * (128 * 1024)})
-    got, _, _ = parse_response(raw_request(server.port, head, b"{}"))
-    assert got == 431
+    _waitress_refusal(raw_request(server.port, head, b"{}"), 431, "headers_too_large")
+
+
+def test_malformed_request_line_is_refused_as_json(server: Server) -> None:
+    data = raw_request(server.port, b"POST /v1/events HTTP/1.1\r\nContent-Length: abc\r\n\r\n", b"")
+    _waitress_refusal(data, 400, "bad_http")
 
 
 def test_after_the_corpus_the_server_is_healthy_and_counted_every_rejection(server: Server) -> None:
