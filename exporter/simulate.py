@@ -77,14 +77,15 @@ def plan_traffic(
         arch = _pick(rng, ARCH_BY_OS[os_])
         version = _pick(rng, VERSION_MIX)
         expected.users_by_version[version.lstrip("v")] += 1
-        expected.users_by_os[os_] += 1
         t = start_ns + int(rng.random() * days * 86400e9 * 0.5)
         events.append(
             SimEvent("config_created", clientbytes.config_created(user_id, version, t), version, None, None)
         )
         expected.configs += 1
         if rng.random() < CONFIG_ONLY_SHARE:
+            expected.users_by_os["unknown"] += 1  # config_created carries no os
             continue
+        expected.users_by_os[os_] += 1
         active_days = rng.randint(1, max(1, days))
         fail = BAD_FAILURE_RATE if version == BAD_RELEASE else FAILURE_RATE
         for day in range(active_days):

@@ -7,6 +7,7 @@ import gzip
 import json
 
 import pytest
+from conftest import NOW
 from wire_samples import CONFIG_CREATED, DEPLOYMENT, HEADERS, HEARTBEAT, USER
 
 
@@ -324,3 +325,20 @@ def test_page_escapes_client_strings(client) -> None:
     )
     page = client.simulate_get("/").text
     assert "<script>alert" not in page and "<img src=x" not in page
+
+
+def test_simulated_traffic_gives_what_simulate_expects(client) -> None:
+    from exporter.simulate import plan_traffic
+
+    events, expected = plan_traffic(80, 3, seed=11, now=NOW)
+    for event in events:
+        resp = client.simulate_post(
+            "/v1/events", body=event.body, headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 200, resp.text
+    stats = client.simulate_get("/stats").json
+    assert stats["unique_users"] == expected.users
+    assert stats["os_breakdown"] == {os_: n for os_, n in expected.users_by_os.items() if n}
+    assert stats["version_breakdown"] == {v: n for v, n in expected.users_by_version.items() if n}
+    assert stats["configs_created"] == expected.configs and stats["heartbeats"] == expected.heartbeats
+    assert stats["total_deployments"] == sum(expected.deployments.values())
