@@ -347,3 +347,45 @@ def test_a_lone_request_commits_at_once(store) -> None:
     thread.start()
     thread.join(timeout=10)
     assert finished.is_set(), "with nothing announced there is nothing to wait for"
+
+
+def test_prune_covers_every_id_slice(store) -> None:
+    import random
+
+    from exporter.store.engine import PRUNE_SLICES, prune_slices
+
+    rng = random.Random(5)
+    ids = [rng.randbytes(16) for _ in range(4000)] + [bytes([0]) * 16, bytes([255]) * 16]
+    old = [
+        Record(
+            user=u,
+            type="heartbeat",
+            version="1.3.0",
+            os="linux",
+            arch="amd64",
+            success=None,
+            received_at=NOW - 86400 * 100,
+        )
+        for u in ids[::2]
+    ]
+    new = [
+        Record(
+            user=u, type="heartbeat", version="1.3.0", os="linux", arch="amd64", success=None, received_at=NOW
+        )
+        for u in ids[1::2]
+    ]
+    store.write(old + new)
+    assert (
+        len(
+            {
+                s
+                for s in prune_slices(PRUNE_SLICES)
+                for u in ids[::2]
+                if s[0] <= u and (s[1] is None or u < s[1])
+            }
+        )
+        == PRUNE_SLICES
+    )
+    assert store.prune(NOW - 86400 * 90) == len(old)
+    assert store.user_count() == len(new)
+    assert sum(users_by(store, 0).values()) == len(new)

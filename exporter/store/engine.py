@@ -193,12 +193,11 @@ class SQLStore(ABC):
         PRUNE_SLICES slices, one short transaction each, and writes and readiness checks queued
         meanwhile go between them instead of waiting for a walk over every user.
         """
-        removed = 0
-        for lo, hi in prune_slices(PRUNE_SLICES):
-            removed += self._submit(
-                _Job(task=lambda cur, lo=lo, hi=hi: self._prune(cur, int(before), lo, hi))
-            )
-        return removed
+        return sum(self.prune_slice(before, lo, hi) for lo, hi in prune_slices(PRUNE_SLICES))
+
+    def prune_slice(self, before: float, lo: bytes, hi: bytes | None) -> int:
+        """Prune the users with ids in [lo, hi) in one transaction; return how many went."""
+        return self._submit(_Job(task=lambda cur: self._prune(cur, int(before), lo, hi)))
 
     def key_fingerprint(self, fingerprint: str) -> str:
         """Store the user-id key's fingerprint the first time; return the one the store holds."""

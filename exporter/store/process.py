@@ -23,6 +23,7 @@ from typing import Any
 
 from exporter.errors import StoreError, StoreUnavailable
 from exporter.store.base import DailyRow, Record, Snapshot, WriteResult
+from exporter.store.engine import PRUNE_SLICES, prune_slices
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0
@@ -93,7 +94,7 @@ def _serve_calls(store: Any, conn: Connection, commits: list, send: Callable[[An
             if op == "ready":
                 value = store.ready()
             elif op == "prune":
-                value = store.prune(payload)
+                value = store.prune_slice(*payload)
             else:
                 value = store.key_fingerprint(payload)
             answers.append((call_id, True, value))
@@ -224,8 +225,10 @@ class WriterProcessStore:
             return False
 
     def prune(self, before: float) -> int:
-        """Prune in the child."""
-        return int(self._call("prune", before, timeout=600.0))
+        """Prune in the child, one id slice per call, so writes are committed between the slices."""
+        return sum(
+            int(self._call("prune", (before, lo, hi), timeout=600.0)) for lo, hi in prune_slices(PRUNE_SLICES)
+        )
 
     def key_fingerprint(self, fingerprint: str) -> str:
         """Remember the key fingerprint in the child's store."""
