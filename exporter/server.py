@@ -175,19 +175,27 @@ def cpu_plan(allowed: set[int], worker: int) -> tuple[int, int]:
     return server, cpus[(worker + 1) % len(cpus)]
 
 
+def place_on_cpus(config: Config, worker: int) -> tuple[bool, dict[str, int]]:
+    """Pin this process per --pin-cpus; return whether to commit in a writer process, and its CPU."""
+    if not config.pin_cpus or not hasattr(os, "sched_setaffinity"):
+        return config.writer_process, {}
+    allowed = os.sched_getaffinity(0)
+    server_cpu, writer_cpu = cpu_plan(allowed, worker)
+    try:
+        os.sched_setaffinity(0, {server_cpu})
+    except OSError as exc:  # a sandbox may forbid it: serve unpinned rather than not at all
+        log.warning("cannot pin to CPU %d (%s); serving unpinned", server_cpu, exc)
+        return config.writer_process, {}
+    # One CPU: a writer process would only add pipe and context-switch cost to the same core.
+    writer_process = config.writer_process and len(allowed) > 1
+    placement = {"cpu": writer_cpu} if writer_process else {}
+    log.info("pinned to CPU %d%s", server_cpu, f", writer to CPU {writer_cpu}" if placement else "")
+    return writer_process, placement
+
+
 def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> int:
     """Serve one process; the store opens before the port is bound, so store errors come first."""
-    placement: dict[str, int] = {}
-    writer_process = config.writer_process
-    if config.pin_cpus and hasattr(os, "sched_setaffinity"):
-        allowed = os.sched_getaffinity(0)
-        server_cpu, writer_cpu = cpu_plan(allowed, worker)
-        os.sched_setaffinity(0, {server_cpu})
-        if len(allowed) == 1:
-            # One CPU: a writer process would only add pipe and context-switch cost to the same core.
-            writer_process = False
-        placement = {"cpu": writer_cpu} if writer_process else {}
-        log.info("pinned to CPU %d%s", server_cpu, f", writer to CPU {writer_cpu}" if placement else "")
+    writer_process, placement = place_on_cpus(config, worker)
     store = open_store(
         config.store_url,
         writer_process=writer_process,

@@ -175,3 +175,21 @@ def test_one_allowed_cpu_commits_in_a_thread_on_that_cpu(tmp_path: Path) -> None
         assert stats["total_deployments"] == 1
     finally:
         assert server.stop() == 0
+
+
+def test_cpu_placement_falls_back_when_pinning_is_refused(monkeypatch) -> None:
+    from exporter import server
+    from exporter.config import Config
+
+    def refuse(pid: int, cpus: set[int]) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "sched_setaffinity", refuse)
+    assert server.place_on_cpus(Config(), 0) == (True, {}), "serve unpinned, writer process as configured"
+    monkeypatch.setattr(os, "sched_setaffinity", lambda pid, cpus: None)
+    assert server.place_on_cpus(Config(), 0) == (True, {"cpu": 1})
+    assert server.place_on_cpus(Config(), 1) == (True, {"cpu": 0})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert server.place_on_cpus(Config(), 0) == (False, {}), "one CPU: commit in a thread"
+    assert server.place_on_cpus(Config(pin_cpus=False), 0) == (True, {})

@@ -34,7 +34,10 @@ def _child_main(url: str, kwargs: dict[str, Any], conn: Connection, cpu: int | N
     """The writer process: one thread takes every call waiting in the pipe, commits them together, answers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     if cpu is not None:
-        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError as exc:
+            log.warning("writer process cannot pin to CPU %d (%s); running unpinned", cpu, exc)
     from exporter.store import open_store
 
     def send(message: Any) -> None:
