@@ -248,9 +248,7 @@ def stamped(ns: int, salt: bytes = b"x" * 8) -> bytes:
     return dedup_stamp(ns) + salt
 
 
-def test_dedup_prune_drops_expired_keys_only(store, clock) -> None:
-    from exporter.store.engine import _Job
-
+def test_dedup_keys_expire_after_the_window_by_arrival(store, clock) -> None:
     first_arrival = clock()
     old_event = stamped(int((first_arrival - 60) * 1e9))
     store.write([rec(1, key=old_event, at=first_arrival)])
@@ -259,25 +257,25 @@ def test_dedup_prune_drops_expired_keys_only(store, clock) -> None:
     recent = stamped(int((now - 60) * 1e9))
     late_arrival = stamped(int((first_arrival - 7200) * 1e9), b"y" * 8)  # an old client clock, arriving now
     store.write([rec(2, key=recent, at=now), rec(3, key=late_arrival, at=now)])
-    store._submit(_Job(task=lambda cur: store._prune_dedup(cur, int(now))))
     result = store.write(
         [rec(1, key=old_event, at=now), rec(2, key=recent, at=now), rec(3, key=late_arrival, at=now)]
     )
     assert result.counted == [True, False, False], "only the key that arrived before the window is forgotten"
 
 
-def test_repeat_events_in_one_hour_write_no_user_row(store) -> None:
+def test_repeat_events_in_one_hour_write_no_user_row(store, monkeypatch) -> None:
+    from exporter.store import sql
+
     store.write([rec(1, at=NOW - NOW % 3600 + 10)])
-    commits: list[int] = []
     plan_users: list[int] = []
-    original = store._write_plan
+    original = sql.plan_batch
 
-    def spy(cur, plan) -> None:
+    def spy(*args, **kwargs):
+        plan = original(*args, **kwargs)
         plan_users.append(len(plan.users))
-        commits.append(1)
-        original(cur, plan)
+        return plan
 
-    store._write_plan = spy
+    monkeypatch.setattr(sql, "plan_batch", spy)
     store.write([rec(1, at=NOW - NOW % 3600 + 20), rec(1, at=NOW - NOW % 3600 + 3000)])
     store.write([rec(1, at=NOW - NOW % 3600 + 3600)])
     assert plan_users == [0, 1], "the same hour leaves the user row alone; the next hour moves it"
@@ -318,30 +316,31 @@ def test_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     conn.close()
 
 
-def test_group_commit_waits_for_announced_requests(store) -> None:
-    store.gather_delay = 20.0  # long, so only the second request's arrival can end the wait
+def test_group_commit_waits_for_announced_requests(store_factory) -> None:
+    store = store_factory(gather_delay=20.0)  # long, so only the second request's arrival can end the wait
     commits: list[int] = []
     store.observe_commits(lambda n, seconds: commits.append(n))
-    store.announce()
-    store.announce()
+    arrivals = store.arrivals
+    arrivals.announce()
+    arrivals.announce()
     done = threading.Event()
 
     def first() -> None:
-        store.withdraw()
+        arrivals.withdraw()
         store.write([rec(1)])
         done.set()
 
     thread = threading.Thread(target=first)
     thread.start()
     assert not done.wait(0.3), "the commit holds while another announced request is being parsed"
-    store.withdraw()
+    arrivals.withdraw()
     store.write([rec(2)])
     thread.join(timeout=10)
     assert done.is_set() and commits == [2], "both requests share one transaction"
 
 
-def test_a_lone_request_commits_at_once(store) -> None:
-    store.gather_delay = 60.0
+def test_a_lone_request_commits_at_once(store_factory) -> None:
+    store = store_factory(gather_delay=60.0)
     finished = threading.Event()
     thread = threading.Thread(target=lambda: (store.write([rec(1)]), finished.set()))
     thread.start()
@@ -352,7 +351,7 @@ def test_a_lone_request_commits_at_once(store) -> None:
 def test_prune_covers_every_id_slice(store) -> None:
     import random
 
-    from exporter.store.engine import PRUNE_SLICES, prune_slices
+    from exporter.store.sql import PRUNE_SLICES, prune_slices
 
     rng = random.Random(5)
     ids = [rng.randbytes(16) for _ in range(4000)] + [bytes([0]) * 16, bytes([255]) * 16]

@@ -20,8 +20,9 @@ class EventsResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Decode, validate and commit; 2xx only once the events are durable."""
-        store = self.ingestor.store
-        store.announce()  # group commit may wait a moment for this request's records
+        arrivals = self.ingestor.store.arrivals
+        if arrivals is not None:
+            arrivals.announce()  # group commit may wait a moment for this request's records
         try:
             check_content_type(req.content_type)
             body = read_body(
@@ -34,7 +35,8 @@ class EventsResource:
             record = None if is_batch else self.ingestor.prepare_one(items[0])
             prepared = self.ingestor.prepare_batch(items) if is_batch else None
         finally:
-            store.withdraw()
+            if arrivals is not None:
+                arrivals.withdraw()
         if record is not None:
             self.ingestor.commit_one(record)
             resp.content_type = falcon.MEDIA_JSON

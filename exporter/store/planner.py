@@ -1,27 +1,25 @@
-"""The Store contract, the records it takes, the aggregates it returns, and the backend-neutral batch plan."""
+"""The pure batch planner: a batch's effects on counters, user rows and rollups, computed in memory.
+
+It knows the documented counting rules (README "What is counted") and nothing of SQL, threads or
+processes: a backend reads the touched users' rows, calls plan_batch, and writes the Plan in the same
+transaction.
+"""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from exporter.normalize import OTHER, UNKNOWN
 
-SCHEMA_VERSION = 2
-WINDOWS = {"1d": 24, "7d": 24 * 7, "30d": 24 * 30}  # window label -> hours
-# Counter families kept in the `counters` table, with the labels of their three key columns.
-FAMILIES = {
-    "deployments": ("os", "version", "outcome"),
-    "configs": ("os", "version", ""),
-    "heartbeats": ("os", "version", "arch"),
-    "events": ("type", "", ""),
-    "users": ("os", "version", "arch"),
-    "user_flags": ("flag", "", ""),
-}
-Key = tuple[str, str, str, str]  # family, k1, k2, k3
+# A row of the `counters` table: (family, k1, k2, k3). Families and their key columns:
+# deployments (os, version, outcome), configs (os, version, ""), heartbeats (os, version, arch),
+# events (type, "", ""), users (os, version, arch) and user_flags (flag, "", "").
+Key = tuple[str, str, str, str]
+HourKey = tuple[int, str]  # (hour number, version) of the `hours` table
 
 
 class Record(NamedTuple):
@@ -54,97 +52,6 @@ class UserRow(NamedTuple):
 
 
 @dataclass
-class WriteResult:
-    """Per record: True when counted, False when it was a duplicate; plus label overflows."""
-
-    counted: list[bool]
-    overflow: Counter[str] = field(default_factory=Counter)
-
-
-@dataclass(frozen=True)
-class DailyRow:
-    """One day of rollups."""
-
-    day: str
-    deployments_success: int
-    deployments_failure: int
-    configs: int
-    new_users: int
-    active_by_version: dict[str, int]
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """The store's aggregates at one moment: everything /metrics, /stats and / need, with no user scan."""
-
-    counters: dict[Key, int]
-    active: dict[str, int]
-    active_by_version: dict[tuple[str, str], int]
-
-    def family(self, name: str) -> dict[tuple[str, str, str], int]:
-        """Return one counter family keyed by its three label values."""
-        return {key[1:]: value for key, value in self.counters.items() if key[0] == name and value}
-
-    def total(self, name: str) -> int:
-        """Return the sum of one family."""
-        return sum(value for key, value in self.counters.items() if key[0] == name)
-
-
-class Store(Protocol):
-    """A durable event store. Every method is thread-safe unless it says otherwise.
-
-    write(): applies the records' effects in one transaction shared with concurrent callers (group
-    commit); when it returns, they are committed and survive kill -9. Raises StoreUnavailable when
-    the store cannot commit; then nothing of the call was applied.
-    snapshot(): the current aggregates; never scans per-user rows. Raises StoreUnavailable.
-    daily(): the last `days` days of rollups, oldest first.
-    ready(): True when the store can take writes now (cheap; used by /readyz).
-    prune(): deletes per-user rows not seen since `before`, keeping every aggregate; returns the count.
-    close(): flushes pending writes and releases connections; the store is unusable afterwards.
-    """
-
-    def write(self, records: Sequence[Record]) -> WriteResult:
-        """Apply and commit records; durable at return."""
-        ...
-
-    def announce(self) -> None:
-        """Hint that a request with records is on its way (group commit may wait briefly for it)."""
-        ...
-
-    def withdraw(self) -> None:
-        """End an announce(): the request's records are ready, or it has none."""
-        ...
-
-    def snapshot(self, now: float) -> Snapshot:
-        """Return the aggregates as of now."""
-        ...
-
-    def daily(self, days: int, now: float) -> list[DailyRow]:
-        """Return daily rollups for the last days."""
-        ...
-
-    def observe_commits(self, callback: Callable[[int, float], None]) -> None:
-        """Register a callback run after each group commit with (records, seconds)."""
-        ...
-
-    def key_fingerprint(self, fingerprint: str) -> str:
-        """Store the user-id key fingerprint once; return the stored one."""
-        ...
-
-    def ready(self) -> bool:
-        """Return whether the store can take writes."""
-        ...
-
-    def prune(self, before: float) -> int:
-        """Delete users inactive since before; return how many."""
-        ...
-
-    def close(self) -> None:
-        """Flush and release everything."""
-        ...
-
-
-@dataclass
 class Plan:
     """The effects of a batch of records, computed in memory, written by a backend in one transaction."""
 
@@ -152,15 +59,10 @@ class Plan:
     overflow: Counter[str]
     users: dict[bytes, UserRow]
     counters: Counter[Key]
-    hours: Counter[tuple[int, str]]
+    hours: Counter[HourKey]
     daily: Counter[tuple[str, str, str]]
     dedup: list[tuple[bytes, int]]
     new_versions: list[str]
-
-
-def dedup_stamp(ns: int) -> bytes:
-    """Return the 8-byte, order-preserving prefix of a dedup key: the client's time in nanoseconds."""
-    return min(max(ns, 0), 2**64 - 1).to_bytes(8, "big")
 
 
 def day_of(ts: float) -> str:
@@ -277,10 +179,10 @@ def _move_user(plan: Plan, old: UserRow | None, new: UserRow) -> None:
         plan.counters[("user_flags", "configured", "", "")] += 1
 
 
-def plan_removal(rows: Iterable[UserRow]) -> tuple[Counter[Key], Counter[tuple[int, str]]]:
+def plan_removal(rows: Iterable[UserRow]) -> tuple[Counter[Key], Counter[HourKey]]:
     """Return the counter and hour-bucket deltas that forget these users (aggregates of events stay)."""
     counters: Counter[Key] = Counter()
-    hours: Counter[tuple[int, str]] = Counter()
+    hours: Counter[HourKey] = Counter()
     for row in rows:
         counters[("users", row.os, row.version, row.arch)] -= 1
         hours[(row.last_seen // 3600, row.version)] -= 1
@@ -289,16 +191,3 @@ def plan_removal(rows: Iterable[UserRow]) -> tuple[Counter[Key], Counter[tuple[i
         if row.configured:
             counters[("user_flags", "configured", "", "")] -= 1
     return counters, hours
-
-
-def active_counts(version_rows: Iterable[Sequence]) -> tuple[dict[str, int], dict]:
-    """Fold rows of (version, users active in each window, in WINDOWS order) into totals and by version."""
-    active = dict.fromkeys(WINDOWS, 0)
-    by_version: dict[tuple[str, str], int] = {}
-    for version, *sums in version_rows:
-        for window, users in zip(WINDOWS, sums, strict=True):
-            users = int(users or 0)
-            if users:
-                active[window] += users
-                by_version[(window, version)] = by_version.get((window, version), 0) + users
-    return active, by_version

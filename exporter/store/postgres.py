@@ -1,4 +1,4 @@
-"""The PostgreSQL store, for several replicas: row locks in key order, group commit, bounded connections."""
+"""The PostgreSQL backend, for several replicas: row locks in key order, bounded connections; its store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from psycopg import errors as pg_errors
 
 from exporter.errors import StoreError
 from exporter.store.base import SCHEMA_VERSION, UserRow
-from exporter.store.engine import USER_COLUMNS, SQLStore, rows_to_users
+from exporter.store.local import LocalStore
+from exporter.store.sql import USER_COLUMNS, Backend, rows_to_users
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -36,20 +37,23 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 MIGRATION_LOCK = 0x464C4B44  # advisory lock id: replicas starting together migrate one at a time
 
 
-class PostgresStore(SQLStore):
+class PostgresStore(LocalStore):
     """A Store on PostgreSQL, shared by several replicas; each holds 1 writer + a few reader connections."""
+
+    def __init__(self, url: str, *, connect_timeout: int = 3, **kwargs: Any) -> None:
+        super().__init__(PostgresBackend(url, connect_timeout=connect_timeout), **kwargs)
+
+
+class PostgresBackend(Backend):
+    """The PostgreSQL dialect: READ COMMITTED writes that lock the touched rows in key order."""
 
     placeholder = "%s"
 
-    def __init__(self, url: str, *, connect_timeout: int = 3, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(self, url: str, *, connect_timeout: int = 3) -> None:
         self.url = url
         self.connect_timeout = connect_timeout
-        if not self.read_only:
-            self._migrate()
-        self.start()
 
-    def _connect(self, *, writer: bool) -> psycopg.Connection:
+    def connect(self, *, writer: bool) -> psycopg.Connection:
         """Open a connection; readers are read-only, the writer uses READ COMMITTED with row locks."""
         conn = psycopg.connect(
             self.url, connect_timeout=self.connect_timeout, application_name="flakedrop-telemetry"
@@ -58,10 +62,10 @@ class PostgresStore(SQLStore):
             conn.read_only = True
         return conn
 
-    def _begin(self, cur: Any) -> None:
+    def begin(self, cur: Any) -> None:
         """psycopg opens the transaction on the first statement."""
 
-    def _claim_dedup(self, cur: Any, keys: list[bytes], now: int) -> set[bytes]:
+    def claim_dedup(self, cur: Any, keys: list[bytes], now: int) -> set[bytes]:
         """Insert new keys in key order (no deadlocks between replicas) and return those inserted."""
         cur.execute(
             "INSERT INTO dedup (key, at) SELECT k, %s FROM unnest(%s::bytea[]) AS k ORDER BY k "
@@ -70,25 +74,25 @@ class PostgresStore(SQLStore):
         )
         return {bytes(row[0]) for row in cur.fetchall()}
 
-    def _lock_users(self, cur: Any, ids: list[bytes]) -> dict[bytes, UserRow]:
+    def lock_users(self, cur: Any, ids: list[bytes]) -> dict[bytes, UserRow]:
         """Lock the users' rows in id order, so concurrent replicas serialize per user."""
         cur.execute(f"SELECT {USER_COLUMNS} FROM users WHERE id = ANY(%s) ORDER BY id FOR UPDATE", (ids,))
         return rows_to_users(cur.fetchall())
 
-    def _is_connection_error(self, exc: BaseException) -> bool:
+    def is_connection_error(self, exc: BaseException) -> bool:
         """An OperationalError (server gone, network) means the connection must be replaced."""
         return isinstance(exc, psycopg.OperationalError)
 
-    def _is_retryable(self, exc: BaseException) -> bool:
+    def is_retryable(self, exc: BaseException) -> bool:
         """A deadlock or serialization failure between replicas is retried."""
         return isinstance(exc, pg_errors.DeadlockDetected | pg_errors.SerializationFailure)
 
-    def _migrate(self) -> None:
+    def prepare(self) -> None:
         """Create or upgrade the schema under an advisory lock; refuse a database that is not ours."""
         try:
             with psycopg.connect(self.url, connect_timeout=self.connect_timeout) as conn:
                 conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
-                has_meta = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
+                has_meta = _exists(conn, "meta")
                 version = 0
                 if has_meta:
                     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -98,7 +102,7 @@ class PostgresStore(SQLStore):
                             "the database has a 'meta' table this server did not create; refusing it"
                         )
                     version = int(row[0]) if row else 0
-                elif conn.execute("SELECT to_regclass('users') IS NOT NULL").fetchone()[0]:
+                elif _exists(conn, "users"):
                     raise StoreError(
                         "the database has a 'users' table this server did not create; refusing it"
                     )
@@ -114,3 +118,9 @@ class PostgresStore(SQLStore):
                     )
         except psycopg.Error as exc:
             raise StoreError(f"cannot open the PostgreSQL store: {exc}".strip()) from None
+
+
+def _exists(conn: psycopg.Connection[Any], table: str) -> bool:
+    """Return whether a table of this name exists in the search path."""
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])

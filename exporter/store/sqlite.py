@@ -1,4 +1,4 @@
-"""The embedded SQLite store: WAL, synchronous=FULL, one writer thread with group commit."""
+"""The embedded SQLite backend: WAL, synchronous=FULL, one writer at a time; and its in-process store."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 from exporter.errors import StoreError
 from exporter.store.base import SCHEMA_VERSION, UserRow, dedup_stamp
-from exporter.store.engine import USER_COLUMNS, SQLStore, rows_to_users
+from exporter.store.local import LocalStore
+from exporter.store.sql import USER_COLUMNS, Backend, rows_to_users
 
 APPLICATION_ID = 0x464C4B44  # "FLKD": marks the file as ours, so a foreign database is never touched
 
@@ -43,18 +44,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 
-class SQLiteStore(SQLStore):
+class SQLiteStore(LocalStore):
     """A Store in one SQLite file; safe for one process (or several, serialized by SQLite's lock)."""
 
     def __init__(self, path: str | Path, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.read_only:
-            self._check_and_migrate()
-        self.start()
+        super().__init__(SQLiteBackend(self.path), **kwargs)
 
-    def _connect(self, *, writer: bool) -> sqlite3.Connection:
+
+class SQLiteBackend(Backend):
+    """The SQLite dialect: one file, WAL, BEGIN IMMEDIATE for writes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def connect(self, *, writer: bool) -> sqlite3.Connection:
         """Open a connection with WAL, FULL sync and a busy timeout."""
         conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA busy_timeout = 10000")
@@ -63,14 +67,14 @@ class SQLiteStore(SQLStore):
             conn.execute("PRAGMA query_only = 1")
         return conn
 
-    def _end_read(self, conn: Any) -> None:
+    def end_read(self, conn: Any) -> None:
         """Autocommit reads hold no transaction; nothing to end."""
 
-    def _begin(self, cur: Any) -> None:
+    def begin(self, cur: Any) -> None:
         """Take the write lock up front so group commits never deadlock on upgrade."""
         cur.execute("BEGIN IMMEDIATE")
 
-    def _claim_dedup(self, cur: Any, keys: list[bytes], now: int) -> set[bytes]:
+    def claim_dedup(self, cur: Any, keys: list[bytes], now: int) -> set[bytes]:
         """Insert new keys and return those inserted (RETURNING skips existing ones)."""
         claimed: set[bytes] = set()
         for start in range(0, len(keys), 400):
@@ -83,7 +87,7 @@ class SQLiteStore(SQLStore):
             claimed.update(bytes(row[0]) for row in cur.fetchall())
         return claimed
 
-    def _lock_users(self, cur: Any, ids: list[bytes]) -> dict[bytes, UserRow]:
+    def lock_users(self, cur: Any, ids: list[bytes]) -> dict[bytes, UserRow]:
         """Read the users' rows (BEGIN IMMEDIATE already holds the only write lock)."""
         found: dict[bytes, UserRow] = {}
         for start in range(0, len(ids), 500):
@@ -94,20 +98,21 @@ class SQLiteStore(SQLStore):
             found.update(rows_to_users(cur.fetchall()))
         return found
 
-    def _prune_dedup(self, cur: Any, now: int) -> None:
+    def prune_dedup(self, cur: Any, now: int, window: int) -> None:
         """Delete expired keys: a range at the start of the key order, and (rarely) far-future stamps."""
-        expired = now - self.dedup_window
+        expired = now - window
         cur.execute("DELETE FROM dedup WHERE key < ? AND at < ?", (dedup_stamp(expired * 10**9), expired))
         cur.execute(
             "DELETE FROM dedup WHERE key > ? AND at < ?", (dedup_stamp((now + 86400) * 10**9), expired)
         )
 
-    def _is_connection_error(self, exc: BaseException) -> bool:
+    def is_connection_error(self, exc: BaseException) -> bool:
         """SQLite connections stay usable after failed statements."""
         return isinstance(exc, sqlite3.ProgrammingError)
 
-    def _check_and_migrate(self) -> None:
+    def prepare(self) -> None:
         """Refuse foreign or corrupt files, then bring the schema up to date."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         if os.statvfs(self.path.parent).f_flag & os.ST_RDONLY:
             raise StoreError(
                 f"the data directory {self.path.parent} is on a read-only file system; the store needs to write "
