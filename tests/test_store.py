@@ -388,3 +388,30 @@ def test_prune_covers_every_id_slice(store) -> None:
     assert store.prune(NOW - 86400 * 90) == len(old)
     assert store.user_count() == len(new)
     assert sum(users_by(store, 0).values()) == len(new)
+
+
+def test_every_resend_in_a_batch_is_one_duplicate(client, registry) -> None:
+    import json
+
+    def event(n: int) -> dict:
+        return {
+            "type": "deployment",
+            "user_id": f"{n:032x}",
+            "version": "v1.3.0",
+            "os": "linux",
+            "success": True,
+            "timestamp": "2026-11-28T09:00:00Z",
+        }
+
+    def post(batch: list[dict]) -> dict:
+        resp = client.simulate_post(
+            "/v1/events", body=json.dumps(batch), headers={"Content-Type": "application/json"}
+        )
+        assert resp.status_code == 200
+        return resp.json
+
+    assert post([event(1), event(1), event(1), event(2), event(2)])["duplicates"] == 3
+    assert registry.get_sample_value("flakedrop_events_duplicate_total") == 3
+    assert post([event(2), event(1), event(3)])["duplicates"] == 2, "resends across batches count too"
+    assert registry.get_sample_value("flakedrop_events_duplicate_total") == 5
+    assert client.simulate_get("/stats").json["total_deployments"] == 3

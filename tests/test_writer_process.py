@@ -61,3 +61,85 @@ def test_start_up_errors_reach_the_parent(tmp_path: Path) -> None:
     path.write_bytes(b"garbage" * 500)
     with pytest.raises(StoreError, match="not a usable"):
         open_store(f"sqlite:///{path}", writer_process=True)
+
+
+def stamped(ns: int, salt: bytes) -> bytes:
+    """A dedup key in the ingest format: the client's time in ns, then 8 bytes of hash."""
+    from exporter.store.base import dedup_stamp
+
+    return dedup_stamp(ns) + salt
+
+
+@pytest.mark.parametrize("writer_process", [True, False], ids=["writer-process", "thread"])
+def test_dedup_expiry_follows_the_injected_clock_in_every_mode(tmp_path: Path, writer_process: bool) -> None:
+    from conftest import FakeClock
+
+    clock = FakeClock()
+    window = 3 * 3600
+    store = open_store(
+        f"sqlite:///{tmp_path / 't.db'}", writer_process=writer_process, dedup_window=window, clock=clock
+    )
+    start = clock()
+    first = stamped(int((start - 60) * 1e9), b"a" * 8)
+    second = stamped(int((start + window - 120) * 1e9), b"b" * 8)
+
+    def write(*keys: bytes) -> list[bool]:
+        records = [
+            Record(n.to_bytes(16, "big"), "heartbeat", "1.3.0", "linux", "amd64", None, clock(), key)
+            for n, key in enumerate(keys, 1)
+        ]
+        return store.write(records).counted
+
+    try:
+        seen = [write(first)]
+        clock.advance(window - 60)
+        seen.append(write(first, second))
+        clock.advance(120)  # the first key arrived more than the window ago; the second did not
+        seen.append(write(first, second))
+    finally:
+        store.close()
+    assert seen == [[True], [False, True], [True, False]]
+
+
+def test_an_unknown_op_gets_an_explicit_error(tmp_path: Path) -> None:
+    from exporter.store import open_backend
+    from exporter.store.messages import Call, FaultKind, Op
+    from exporter.store.process import WriterSession
+    from exporter.store.sql import Writer
+
+    backend = open_backend(f"sqlite:///{tmp_path / 't.db'}")
+    backend.prepare()
+    writer = Writer(backend)
+    try:
+        session = WriterSession(writer, NOW)
+        answered, keep_going = session.serve([Call(7, "bogus", NOW), Call(8, Op.KEY_FINGERPRINT, NOW, "ab")])
+    finally:
+        writer.close()
+    assert keep_going
+    bogus, fingerprint = answered.answers
+    assert bogus.id == 7 and bogus.fault is not None and bogus.fault.kind is FaultKind.ERROR
+    assert "bogus" in bogus.fault.reason
+    assert (fingerprint.id, fingerprint.value, fingerprint.fault) == (8, "ab", None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [StoreUnavailable("the disk is full; retry later", retry_after=30), StoreError("schema 9 is too new")],
+    ids=["unavailable", "error"],
+)
+def test_faults_keep_their_type_and_reason_across_the_pipe(error: Exception) -> None:
+    import multiprocessing
+
+    from exporter.store.messages import Fault
+
+    ours, theirs = multiprocessing.Pipe()
+    try:
+        ours.send(Fault.of(error))
+        again = theirs.recv().exception()
+    finally:
+        ours.close()
+        theirs.close()
+    assert type(again) is type(error) and str(again) == str(error)
+    if isinstance(error, StoreUnavailable):
+        assert isinstance(again, StoreUnavailable)
+        assert (again.description, again.retry_after) == (error.description, error.retry_after)
