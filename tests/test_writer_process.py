@@ -102,8 +102,10 @@ def test_dedup_expiry_follows_the_injected_clock_in_every_mode(tmp_path: Path, w
 
 
 def test_an_unknown_op_gets_an_explicit_error(tmp_path: Path) -> None:
+    import multiprocessing
+
     from exporter.store import open_backend
-    from exporter.store.messages import Call, FaultKind, Op
+    from exporter.store.messages import Call, FaultKind, Op, decode_call
     from exporter.store.process import WriterSession
     from exporter.store.sql import Writer
 
@@ -112,14 +114,17 @@ def test_an_unknown_op_gets_an_explicit_error(tmp_path: Path) -> None:
     writer = Writer(backend)
     try:
         session = WriterSession(writer, NOW)
-        answered, keep_going = session.serve([Call(7, "bogus", NOW), Call(8, Op.KEY_FINGERPRINT, NOW, "ab")])
+        ours, theirs = multiprocessing.Pipe()
+        with ours, theirs:
+            ours.send((7, "bogus", NOW, None))  # what a parent naming an op this child lacks would send
+            bogus = decode_call(theirs.recv())
+        answered, keep_going = session.serve([bogus, Call(8, Op.KEY_FINGERPRINT, NOW, "ab")])
     finally:
         writer.close()
     assert keep_going
-    bogus, fingerprint = answered.answers
-    assert bogus.id == 7 and bogus.fault is not None and bogus.fault.kind is FaultKind.ERROR
-    assert "bogus" in bogus.fault.reason
-    assert (fingerprint.id, fingerprint.value, fingerprint.fault) == (8, "ab", None)
+    assert answered.values == [(8, "ab")]
+    [(call_id, fault)] = answered.faults
+    assert call_id == 7 and fault.kind is FaultKind.ERROR and "bogus" in fault.reason
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,6 @@ from exporter.store import open_backend
 from exporter.store.base import CommitObserver, DailyRow, Record, Snapshot, WriteResult
 from exporter.store.commit import first_group
 from exporter.store.messages import (
-    Answer,
     Call,
     ChildMessage,
     Closed,
@@ -39,8 +38,11 @@ from exporter.store.messages import (
     Started,
     StartFailed,
     Value,
+    ValueAnswer,
+    WriteAnswer,
     WriterSettings,
-    Written,
+    decode_call,
+    encode_call,
 )
 from exporter.store.readers import Reader
 from exporter.store.sql import Writer, prune_slices
@@ -67,47 +69,52 @@ class WriterSession:
         """
         if calls:
             self.now = calls[-1].now
-        answers: list[Answer] = []
+        answered = Round([], [], [])
         writes = [call for call in calls if call.op is Op.WRITE and isinstance(call.args, tuple)]
         start = 0
         while start < len(writes):
             count = first_group(len(call.args) for call in writes[start:] if isinstance(call.args, tuple))
-            answers.extend(self._commit(writes[start : start + count]))
+            self._commit(writes[start : start + count], answered)
             start += count
         keep_going = True
         for call in calls:
             if call.op is Op.CLOSE:
                 keep_going = False
             elif not (call.op is Op.WRITE and isinstance(call.args, tuple)):
-                answers.append(self._run(call))
-        commits, self._commits = self._commits, []
-        return Round(answers, commits), keep_going
+                self._run(call, answered)
+        answered.commits.extend(self._commits)
+        self._commits.clear()
+        return answered, keep_going
 
     def upkeep(self) -> None:
         """Probe a failed store and expire dedup keys, as of the parent's latest clock reading."""
         self.writer.upkeep(self.now)
 
-    def _commit(self, calls: list[Call]) -> list[Answer]:
+    def _commit(self, calls: list[Call], answered: Round) -> None:
         """Commit several write calls in one transaction; a failure answers each of them."""
         groups = [[Record(*fields) for fields in call.args] for call in calls if isinstance(call.args, tuple)]
         try:
             results = self.writer.commit(groups, self.now)
         except Exception as exc:
             fault = Fault.of(exc)
-            return [Answer(call.id, fault=fault) for call in calls]
-        return [
-            Answer(call.id, Written(result.counted, dict(result.overflow)))
+            answered.faults.extend((call.id, fault) for call in calls)
+            return
+        written: list[WriteAnswer] = [
+            (call.id, result.counted, dict(result.overflow))
             for call, result in zip(calls, results, strict=True)
         ]
+        answered.written.extend(written)
 
-    def _run(self, call: Call) -> Answer:
+    def _run(self, call: Call, answered: Round) -> None:
         """Run one call other than a write; an unknown op or malformed arguments get an error answer."""
         try:
-            return Answer(call.id, self._dispatch(call))
+            value: ValueAnswer = (call.id, self._dispatch(call))
         except Exception as exc:
-            return Answer(call.id, fault=Fault.of(exc))
+            answered.faults.append((call.id, Fault.of(exc)))
+            return
+        answered.values.append(value)
 
-    def _dispatch(self, call: Call) -> Value:
+    def _dispatch(self, call: Call) -> bool | int | str:
         """Return the value a non-write call asks for."""
         args = call.args
         if call.op is Op.READY:
@@ -166,9 +173,9 @@ def _receive(conn: Connection) -> list[Call] | None:
     try:
         if not conn.poll(UPKEEP_INTERVAL):
             return []
-        calls = [conn.recv()]
+        calls = [decode_call(conn.recv())]
         while len(calls) < MAX_CALLS and conn.poll(0):
-            calls.append(conn.recv())
+            calls.append(decode_call(conn.recv()))
     except (EOFError, OSError):
         return None
     return calls
@@ -232,9 +239,10 @@ class WriterProcessStore:
         if not records:
             return WriteResult([])
         answer = self._call(Op.WRITE, tuple(map(tuple, records)))  # plain tuples pickle faster
-        if not isinstance(answer, Written):
+        if not isinstance(answer, tuple):
             raise StoreError(f"the store writer answered a write with {answer!r}")
-        return WriteResult(answer.counted, Counter(answer.overflow))
+        counted, overflow = answer
+        return WriteResult(counted, Counter(overflow))
 
     def snapshot(self, now: float) -> Snapshot:
         """Read the aggregates through this process's read connections."""
@@ -278,7 +286,7 @@ class WriterProcessStore:
         with self._lock:
             if self._alive:
                 try:
-                    self._conn.send(Call(0, Op.CLOSE, self.clock()))
+                    self._conn.send(encode_call(0, Op.CLOSE, self.clock()))
                 except (OSError, EOFError):
                     pass
         self._proc.join(timeout=self.call_timeout)
@@ -303,14 +311,19 @@ class WriterProcessStore:
                 for count, seconds in message.commits:
                     observer(count, seconds)
             with self._lock:
-                futures = [self._pending.pop(answer.id, None) for answer in message.answers]
-            for future, answer in zip(futures, message.answers, strict=True):
-                if future is None:
-                    continue
-                if answer.fault is not None:
-                    future.set_exception(answer.fault.exception())
-                else:
-                    future.set_result(answer.value)
+                pending = self._pending
+                written = [
+                    (pending.pop(call_id, None), (counted, overflow))
+                    for call_id, counted, overflow in message.written
+                ]
+                values = [(pending.pop(call_id, None), value) for call_id, value in message.values]
+                faults = [(pending.pop(call_id, None), fault) for call_id, fault in message.faults]
+            for future, result in (*written, *values):
+                if future is not None:
+                    future.set_result(result)
+            for future, fault in faults:
+                if future is not None:
+                    future.set_exception(fault.exception())
         self._alive = False
         with self._lock:
             pending, self._pending = self._pending, {}
@@ -328,7 +341,7 @@ class WriterProcessStore:
             call_id = next(self._ids)
             self._pending[call_id] = future
             try:
-                self._conn.send(Call(call_id, op, self.clock(), args))
+                self._conn.send(encode_call(call_id, op, self.clock(), args))
             except (OSError, EOFError):
                 self._pending.pop(call_id, None)
                 raise StoreUnavailable("the store writer is not running; retry later") from None
