@@ -203,7 +203,6 @@ class WriterProcessStore:
         read_connections: int = 4,
     ) -> None:
         self.clock = clock
-        self.dedup_window = dedup_window
         self._observer = on_commit
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
