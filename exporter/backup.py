@@ -156,10 +156,15 @@ def _seal(path: Path) -> str:
     return value
 
 
-def open_source(path: Path) -> sqlite3.Connection:
-    """Open the live store read-only, refusing a missing or foreign file."""
+def require_store(path: Path) -> None:
+    """Raise a clear error when there is no store file at path."""
     if not path.is_file() or path.stat().st_size == 0:
         raise BackupError(f"no store at {path}; point --data-dir or --database-url at the server's store")
+
+
+def open_source(path: Path) -> sqlite3.Connection:
+    """Open the live store read-only, refusing a missing or foreign file."""
+    require_store(path)
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
@@ -255,9 +260,9 @@ def find_pg_dump() -> str | None:
     return candidates[-1] if candidates else None
 
 
-def backup_postgres(url: str, dest: Path, pg_dump: str | None = None) -> None:
+def backup_postgres(url: str, dest: Path, find: Callable[[], str | None] = find_pg_dump) -> None:
     """Dump a PostgreSQL store with pg_dump --format=custom into dest, atomically."""
-    pg_dump = pg_dump or find_pg_dump()
+    pg_dump = find()
     if pg_dump is None:
         raise BackupError(
             f"pg_dump is not installed; install the PostgreSQL client and run: "

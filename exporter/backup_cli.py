@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.backup import BackupError, key_material, progress_bar, sqlite_path, take_backup
+from exporter.backup import BackupError, key_material, progress_bar, require_store, sqlite_path, take_backup
 from exporter.config import SettingError, resolve
 from exporter.restore import restore, verify
 
@@ -74,7 +74,10 @@ def _backup(args: argparse.Namespace) -> int:
     if not dest.parent.is_dir():
         raise BackupError(f"the directory {dest.parent} does not exist")
     url = config.store_url
-    key = key_material(config.data_dir, config.user_id_key) if sqlite_path(url) else None
+    path = sqlite_path(url)
+    if path:
+        require_store(path)
+    key = key_material(config.data_dir, config.user_id_key) if path else None
     if key and not key.key_hex:
         print(
             f"{PROG}: WARNING: the server uses --user-id-key, so the backup holds only its fingerprint "

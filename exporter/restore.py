@@ -83,7 +83,7 @@ def verify(path: Path) -> BackupInfo:
         raise BackupError(f"{path} cannot be opened: {exc}") from None
     try:
         info = _check(conn, path)
-    except sqlite3.DatabaseError as exc:
+    except (sqlite3.DatabaseError, ValueError) as exc:  # ValueError: text or hex that a flip made invalid
         raise BackupError(f"{path} is damaged: {exc}") from None
     finally:
         conn.close()

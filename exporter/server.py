@@ -12,12 +12,14 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
 
 from exporter.app import create_app
 from exporter.config import Config
+from exporter.snapshots import start_snapshots
 from exporter.store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -203,7 +205,8 @@ def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> in
         dedup_window=config.dedup_window,
         **placement,
     )
-    app = create_app(config, store=store)
+    registry = CollectorRegistry()
+    app = create_app(config, store=store, registry=registry)
     # waitress warns on every queued task under load; the latency histogram already tells that story.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     maintenance = Maintenance(store, config.retention_days) if config.retention_days else None
@@ -214,6 +217,7 @@ def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> in
     except OSError:
         store.close()
         raise
+    snapshots = start_snapshots(config, registry) if worker == 0 else None  # one scheduler per store
     server = create_server(app, sockets=[sock], **waitress_options(config))
     cut_slow_requests(server, config.channel_timeout)
     server.count_rejection = app.count_rejection  # type: ignore[attr-defined]  # for JSONErrorTask
@@ -236,6 +240,8 @@ def _serve_on(config: Config, sock: socket.socket | None, worker: int = 0) -> in
     finally:
         if maintenance:
             maintenance.stopped.set()
+        if snapshots:
+            snapshots.stop()
         server.close()
         store.close()
         log.info("stopped")
