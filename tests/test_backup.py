@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +18,7 @@ import pytest
 from conftest import NOW
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import in_ci
 
 from exporter.app import KEY_FILE
 from exporter.backup import (
@@ -274,3 +281,205 @@ def test_postgres_without_pg_dump_says_the_command(tmp_path: Path) -> None:
     with pytest.raises(BackupError, match=r"not installed.*pg_dump --format=custom --file="):
         backup_postgres("postgresql://u@127.0.0.1/db", tmp_path / "b.pgdump", find=lambda: None)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- real processes: a server under load, a full disk, SIGKILL -------------------------------------------------
+
+HEADERS = {"Content-Type": "application/json"}
+
+
+def big_store(data_dir: Path, users: int = 30000) -> None:
+    """Fill a store with many users, so its file is a few MB."""
+    records = [
+        Record(n.to_bytes(16, "big"), "deployment", "1.3.0", "linux", "amd64", True, NOW - n)
+        for n in range(users)
+    ]
+    fill(data_dir, records)
+
+
+class Writers:
+    """Four threads posting distinct events to a server, counting acknowledgements, for a bounded time."""
+
+    def __init__(self, url: str, per_thread: int = 3000) -> None:
+        import threading
+
+        self.url, self.per_thread = url, per_thread
+        self.acks = [0, 0, 0, 0]
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self.post, args=(n,), daemon=True) for n in range(4)]
+        for thread in self.threads:
+            thread.start()
+
+    def post(self, n: int) -> None:
+        """Post up to per_thread events (50 users per thread), counting each 200."""
+        from procs import http
+
+        for i in range(self.per_thread):
+            if self.stop.is_set():
+                return
+            body = {
+                "type": "deployment",
+                "user_id": f"{n:02x}{i % 50:030x}",
+                "version": "v1.3.0",
+                "os": "linux",
+            }
+            body["success"] = i % 7 != 0
+            if http("POST", self.url + "/v1/events", json.dumps(body).encode(), HEADERS)[0] == 200:
+                self.acks[n] += 1
+
+    def total(self) -> int:
+        """Events acknowledged so far."""
+        return sum(self.acks)
+
+    def finish(self) -> int:
+        """Stop the writers, wait for them, return every acknowledged event."""
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        return self.total()
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real command line in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", *args], capture_output=True, text=True, timeout=120, **kwargs
+    )
+
+
+def get_stats(url: str) -> dict:
+    """GET /stats without its generation time."""
+    from procs import http
+
+    status, body, _ = http("GET", url + "/stats")
+    assert status == 200
+    stats = json.loads(body)
+    stats.pop("generated_at")
+    return stats
+
+
+@pytest.mark.slow
+def test_backup_while_four_writers_post_restores_what_was_acknowledged(tmp_path: Path) -> None:
+    from procs import Server, http
+
+    source = Server(tmp_path / "src").wait_ready()
+    writers = Writers(source.url)
+    try:
+        deadline = time.monotonic() + 60
+        while writers.total() < 400 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        acked_before = writers.total()
+        result = cli(
+            "backup",
+            "--data-dir",
+            str(tmp_path / "src"),
+            "--to",
+            str(tmp_path / "b.db"),
+            "--step-pages",
+            "2",
+            "--pause",
+            "0.01",
+        )
+        during = writers.total() - acked_before
+    finally:
+        acked_total = writers.finish()
+        source.stop()
+    assert result.returncode == 0, result.stderr
+    assert during > 0, "no event was acknowledged while the backup ran; the test proved nothing"
+    assert cli("verify", str(tmp_path / "b.db")).returncode == 0
+    from_backup = stats_from_file(tmp_path / "b.db", tmp_path / "copy")
+    assert acked_before <= from_backup["total_events"] <= acked_total
+    assert from_backup["total_deployments"] == from_backup["total_events"]
+    assert sum(from_backup["os_breakdown"].values()) == from_backup["unique_users"]
+    assert (
+        cli("restore", "--from", str(tmp_path / "b.db"), "--data-dir", str(tmp_path / "dst")).returncode == 0
+    )
+    restored = Server(tmp_path / "dst").wait_ready()
+    try:
+        assert get_stats(restored.url) == from_backup
+        known = {"type": "deployment", "user_id": f"{0:02x}{0:030x}", "version": "v1.3.0", "os": "linux"}
+        http("POST", restored.url + "/v1/events", json.dumps({**known, "success": True}).encode(), HEADERS)
+        after = get_stats(restored.url)
+        assert after["unique_users"] == from_backup["unique_users"], "a known user was counted again"
+        assert after["total_events"] == from_backup["total_events"] + 1
+    finally:
+        restored.stop()
+
+
+def stats_from_file(backup: Path, scratch: Path) -> dict:
+    """Return /stats as a server would compute it from the store inside a backup file."""
+    scratch.mkdir()
+    shutil.copyfile(backup, scratch / "telemetry.db")
+    store = SQLiteStore(scratch / "telemetry.db")
+    try:
+        stats = build_stats(store.snapshot(time.time()), "v1.3.5", time.time())
+    finally:
+        store.close()
+    stats.pop("generated_at")
+    return stats
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs (needs root; fails under CI without it)."""
+    target = tmp_path / "fs"
+    target.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        message = f"REAL FAULT UNAVAILABLE: cannot mount a tmpfs here ({result.stderr.strip()}); run as root"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+@pytest.mark.slow
+def test_backup_onto_a_full_filesystem_fails_clearly_and_leaves_no_file(
+    tmp_path: Path, tiny_fs: Path
+) -> None:
+    big_store(tmp_path / "data")
+    assert (tmp_path / "data" / "telemetry.db").stat().st_size > 1536 * 1024  # beyond the 1 MiB tmpfs
+    result = cli("backup", "--data-dir", str(tmp_path / "data"), "--to", str(tiny_fs / "b.db"))
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "full" in result.stderr, result.stderr
+    assert list(tiny_fs.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_backup_killed_halfway_leaves_no_file_under_the_final_name(tmp_path: Path) -> None:
+    big_store(tmp_path / "data", users=8000)
+    final = tmp_path / "b.db"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "backup",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--to",
+            str(final),
+            "--step-pages",
+            "1",
+            "--pause",
+            "0.01",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tmp = final.with_name(f"b.db.tmp-{proc.pid}")
+        deadline = time.monotonic() + 30
+        while not (tmp.exists() and tmp.stat().st_size > 64 * 1024) and time.monotonic() < deadline:
+            assert proc.poll() is None, "the backup ended before it could be killed"
+            time.sleep(0.01)
+        assert tmp.exists(), "the backup never started writing"
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    assert not final.exists()
+    assert cli("verify", str(tmp)).returncode == 1
