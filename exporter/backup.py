@@ -216,9 +216,9 @@ def backup_sqlite(
                 dst.close()
             value = _seal(tmp)
     except sqlite3.Error as exc:
-        raise BackupError(f"backup to {dest} failed: {exc}") from None
+        raise BackupError(f"cannot write {dest}: {exc}") from None
     except OSError as exc:
-        raise BackupError(f"backup to {dest} failed: {exc.strerror or exc}") from None
+        raise BackupError(f"cannot write {dest}: {exc.strerror or exc}") from None
     finally:
         src.close()
     return value
@@ -281,7 +281,7 @@ def backup_postgres(url: str, dest: Path, find: Callable[[], str | None] = find_
                 raise BackupError(f"pg_dump failed (exit {result.returncode}): {last}")
             os.chmod(tmp, 0o600)
     except OSError as exc:
-        raise BackupError(f"backup to {dest} failed: {exc.strerror or exc}") from None
+        raise BackupError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
 def take_backup(

@@ -210,7 +210,7 @@ def restore(source: Path, data_dir: Path, *, force: bool = False) -> BackupInfo:
                     (data_dir / (DB_FILE + stale)).unlink()
         fsync_dir(data_dir)
     except sqlite3.Error as exc:
-        raise BackupError(f"restore into {data_dir} failed: {exc}") from None
+        raise BackupError(f"cannot write into {data_dir}: {exc}") from None
     except OSError as exc:
-        raise BackupError(f"restore into {data_dir} failed: {exc.strerror or exc}") from None
+        raise BackupError(f"cannot write into {data_dir}: {exc.strerror or exc}") from None
     return info
