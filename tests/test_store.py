@@ -263,23 +263,15 @@ def test_dedup_keys_expire_after_the_window_by_arrival(store, clock) -> None:
     assert result.counted == [True, False, False], "only the key that arrived before the window is forgotten"
 
 
-def test_repeat_events_in_one_hour_write_no_user_row(store, monkeypatch) -> None:
-    from exporter.store import sql
-
-    store.write([rec(1, at=NOW - NOW % 3600 + 10)])
-    plan_users: list[int] = []
-    original = sql.plan_batch
-
-    def spy(*args, **kwargs):
-        plan = original(*args, **kwargs)
-        plan_users.append(len(plan.users))
-        return plan
-
-    monkeypatch.setattr(sql, "plan_batch", spy)
-    store.write([rec(1, at=NOW - NOW % 3600 + 20), rec(1, at=NOW - NOW % 3600 + 3000)])
-    store.write([rec(1, at=NOW - NOW % 3600 + 3600)])
-    assert plan_users == [0, 1], "the same hour leaves the user row alone; the next hour moves it"
-    assert store.snapshot(NOW + 3600).active["1d"] == 1
+def test_repeat_events_across_hours_count_the_user_once(store) -> None:
+    # That a repeat within the hour writes no user row is the planner's job (test_planner).
+    hour = NOW - NOW % 3600
+    store.write([rec(1, at=hour + 10)])
+    store.write([rec(1, at=hour + 20), rec(1, at=hour + 3000)])
+    store.write([rec(1, at=hour + 3600)])
+    snap = store.snapshot(NOW + 3600)
+    assert snap.active["1d"] == 1 and sum(users_by(store, 0).values()) == 1
+    assert snap.total("heartbeats") == 4
 
 
 def test_prune_walks_every_chunk(store) -> None:
