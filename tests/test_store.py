@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import NOW
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.errors import StoreError
 from exporter.store import Record
@@ -407,3 +409,13 @@ def test_every_resend_in_a_batch_is_one_duplicate(client, registry) -> None:
     assert post([event(2), event(1), event(3)])["duplicates"] == 2, "resends across batches count too"
     assert registry.get_sample_value("flakedrop_events_duplicate_total") == 5
     assert client.simulate_get("/stats").json["total_deployments"] == 3
+
+
+@given(sizes=st.lists(st.integers(1, 30), min_size=1, max_size=40), budget=st.integers(1, 100))
+def test_one_commit_takes_the_longest_run_of_writes_within_the_budget(sizes: list[int], budget: int) -> None:
+    from exporter.store.commit import first_group
+
+    taken = first_group(sizes, budget)
+    assert 1 <= taken <= len(sizes), "a write larger than the budget still goes, alone"
+    assert taken == 1 or sum(sizes[:taken]) <= budget
+    assert taken == len(sizes) or sum(sizes[: taken + 1]) > budget
