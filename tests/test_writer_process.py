@@ -148,3 +148,50 @@ def test_faults_keep_their_type_and_reason_across_the_pipe(error: Exception) -> 
     if isinstance(error, StoreUnavailable):
         assert isinstance(again, StoreUnavailable)
         assert (again.description, again.retry_after) == (error.description, error.retry_after)
+
+
+def test_writer_process_and_thread_modes_agree_on_a_random_workload(tmp_path: Path) -> None:
+    import random
+
+    from conftest import FakeClock
+
+    rng = random.Random(13)
+    batches = [
+        [
+            Record(
+                rng.randrange(40).to_bytes(16, "big"),
+                rng.choice(["heartbeat", "deployment", "config_created", "feature_used"]),
+                rng.choice(["1.0.0", "1.2.0", "1.3.0", "2.0.0", "unknown"]),
+                rng.choice(["linux", "darwin", "other", None]),
+                rng.choice(["amd64", "arm64", None]),
+                rng.choice([True, False]),
+                NOW + 600 * n,
+                rng.choice([None, None, bytes([rng.randrange(30)]) * 16]),
+            )
+            for _ in range(rng.randrange(1, 30))
+        ]
+        for n in range(40)
+    ]
+    outcomes = []
+    for writer_process in (True, False):
+        clock = FakeClock()
+        store = open_store(
+            f"sqlite:///{tmp_path / f'{writer_process}.db'}",
+            writer_process=writer_process,
+            max_versions=3,
+            clock=clock,
+        )
+        try:
+            results = []
+            for batch in batches:
+                result = store.write(batch)
+                results.append((result.counted, dict(result.overflow)))
+                clock.advance(600)
+            outcomes.append(
+                (results, store.snapshot(clock()), store.daily(3, clock()), store.prune(NOW + 3600))
+            )
+        finally:
+            store.close()
+    assert outcomes[0] == outcomes[1]
+    assert any(False in counted for counted, _ in outcomes[0][0]), "the workload has duplicates"
+    assert any(overflow for _, overflow in outcomes[0][0]), "and overflows the version cap"
