@@ -50,6 +50,9 @@ def model(snap: Snapshot, latest: str) -> dict[str, object]:
     bad = sum(n for key, n in deployments.items() if key[2] == "failure")
     unique = snap.total("users")
     activated = snap.counters.get(("user_flags", "activated", "", ""), 0)
+    events: Counter[str] = Counter()
+    for (kind, _, _), n in snap.family("events").items():
+        events[kind] += n  # the store keys events (type, "", ""); a sum keeps any other key counted
     canonical = latest.lstrip("v") if latest != "nonsense" else "unknown"
     return {
         "unique_users": unique,
@@ -61,7 +64,7 @@ def model(snap: Snapshot, latest: str) -> dict[str, object]:
         "configured_users": snap.counters.get(("user_flags", "configured", "", ""), 0),
         "users_on_latest": by_version[canonical],
         "version_breakdown": {v: n for v, n in by_version.items() if n},
-        "events_by_type": {k: n for (k, _, _), n in snap.family("events").items()},
+        "events_by_type": dict(sorted(events.items())),
         "configs_created": snap.total("configs"),
         "heartbeats": snap.total("heartbeats"),
         "active_users": {w: snap.active.get(w, 0) for w in ("1d", "7d", "30d")},
