@@ -337,6 +337,24 @@ def test_empty_state_shows_the_address_behind_the_tls_front(client: falcon.testi
     assert "curl -X POST https://telemetry.example.org/v1/events" in html and "plain http" not in html
 
 
+@pytest.mark.parametrize(
+    ("ok", "failed", "tone"),
+    [
+        pytest.param(10, 9, "", id="under-the-volume-guard"),
+        pytest.param(91, 9, "good", id="at-or-below-warning"),
+        pytest.param(80, 20, "warn", id="above-warning"),
+        pytest.param(70, 30, "bad", id="above-critical"),
+    ],
+)
+def test_success_tile_tone_follows_the_alert_thresholds(ok: int, failed: int, tone: str) -> None:
+    counters = {
+        ("deployments", "linux", "1.3.0", "success"): ok,
+        ("deployments", "linux", "1.3.0", "failure"): failed,
+    }
+    html = render_page(Snapshot(counters, {}, {}), [], "v1.3.5", "", 0.0)
+    assert f"<section class='{('tile ' + tone).strip()}' aria-labelledby='k-success-rate'>" in html
+
+
 def test_grafana_link_only_for_an_http_url() -> None:
     snap, daily = Snapshot({}, {}, {}), []
     assert "Grafana" not in render_page(snap, daily, "v1.3.5", "", 0.0)

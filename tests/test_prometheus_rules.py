@@ -456,3 +456,98 @@ def test_alertmanager_inhibits_warning_while_critical_fires(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- thresholds: the rules file and the contract doc say what exporter/contract.py says ---------------
+
+
+def expected_numbers() -> dict[tuple[str, str], list[float]]:
+    """Every number literal each thresholded alert's expression must hold, from exporter/contract.py."""
+    from exporter import contract as c
+
+    return {
+        ("FlakeDropFailureRatioHigh", "critical"): [c.FAILURE_RATIO_CRITICAL, c.MIN_DEPLOYMENTS],
+        ("FlakeDropFailureRatioHigh", "warning"): [c.FAILURE_RATIO_WARNING, c.MIN_DEPLOYMENTS],
+        # 0: the version's ratio must be non-zero; the baseline (rest of the fleet) needs as many deployments
+        ("FlakeDropReleaseRegression", "warning"): [
+            0,
+            c.REGRESSION_FACTOR,
+            c.REGRESSION_MIN_DEPLOYMENTS,
+            c.REGRESSION_MIN_DEPLOYMENTS,
+            c.REGRESSION_MIN_FAILURES,
+        ],
+        ("FlakeDropFailureSpike", "warning"): [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS],
+        # 0: `or 0 * rejected` keeps the ratio defined when nothing was accepted
+        ("FlakeDropRejectsHigh", "warning"): [c.REJECTS_RATIO, 0, c.REJECTS_MIN],
+    }
+
+
+def number_literals(expr: str) -> list[float]:
+    """Return the number literals of a PromQL expression, sorted."""
+    promql_parser = pytest.importorskip("promql_parser", reason="pip install promql-parser")
+    found: list[float] = []
+    promql_parser.walk(
+        promql_parser.parse(expr),
+        lambda node: found.append(node.val) if isinstance(node, promql_parser.NumberLiteral) else None,
+        lambda node: None,
+    )
+    return sorted(found)
+
+
+def test_alert_thresholds_are_the_contract_modules():
+    """Change a number in the rules file or in exporter/contract.py alone, and this fails."""
+    rules = {(r["alert"], r["labels"]["severity"]): r for r in alert_rules()}
+    for key, numbers in expected_numbers().items():
+        assert key in rules, f"{key} is missing from the rules"
+        assert number_literals(rules[key]["expr"]) == sorted(numbers), key
+
+
+def test_alert_texts_state_the_contract_numbers():
+    """Summaries and descriptions quote the same thresholds the expressions use."""
+    from exporter import contract as c
+
+    rules = {(r["alert"], r["labels"]["severity"]): r["annotations"] for r in alert_rules()}
+
+    def text(key: tuple[str, str]) -> str:
+        return rules[key]["summary"] + " " + rules[key]["description"]
+
+    for severity, ratio in (("critical", c.FAILURE_RATIO_CRITICAL), ("warning", c.FAILURE_RATIO_WARNING)):
+        said = text(("FlakeDropFailureRatioHigh", severity))
+        assert f"{ratio:.0%}" in said and f"at least {c.MIN_DEPLOYMENTS} deployments" in said, severity
+    said = text(("FlakeDropReleaseRegression", "warning"))
+    assert f"{c.REGRESSION_FACTOR}x" in said
+    assert (
+        f"at least {c.REGRESSION_MIN_DEPLOYMENTS} deployments and {c.REGRESSION_MIN_FAILURES} failures"
+        in said
+    )
+    said = text(("FlakeDropFailureSpike", "warning"))
+    assert f"{c.SPIKE_FACTOR}x" in said and f"at least {c.SPIKE_MIN_DEPLOYMENTS} deployments" in said
+    said = text(("FlakeDropRejectsHigh", "warning"))
+    assert f"{c.REJECTS_RATIO:.0%}" in said and f"at least {c.REJECTS_MIN} rejections" in said
+
+
+def test_contract_doc_states_the_contract_modules_thresholds():
+    from exporter import contract as c
+
+    section = CONTRACT.read_text().split("## Alert thresholds", 1)[1]
+    bullets = {line.split(":")[0]: line for line in re.split(r"\n(?=- )", section) if line.startswith("- ")}
+
+    def numbers(name: str) -> list[float]:
+        return [float(n) for n in re.findall(r"`(\d+(?:\.\d+)?)x?`", bullets[name])]
+
+    assert numbers("- Fleet failure ratio over 1h") == [
+        c.FAILURE_RATIO_WARNING,
+        c.FAILURE_RATIO_CRITICAL,
+        c.MIN_DEPLOYMENTS,
+    ]
+    assert numbers("- Release regression") == [
+        c.REGRESSION_FACTOR,
+        c.REGRESSION_MIN_DEPLOYMENTS,
+        c.REGRESSION_MIN_FAILURES,
+    ]
+    assert numbers("- Failure spike") == [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS]
+    assert numbers("- Rejects") == [c.REJECTS_RATIO, c.REJECTS_MIN]
+    assert numbers("- Upgrade lag (Releases board only, no alert)") == [
+        c.UPGRADE_LAG_WARNING,
+        c.UPGRADE_LAG_CRITICAL,
+    ]
