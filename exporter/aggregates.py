@@ -97,9 +97,7 @@ def fold(snap: Snapshot, latest_version: str, now: float) -> Aggregates:
     flags: dict[str, int] = {}
     for (name, a, b, c), value in snap.counters.items():
         totals[name] = totals.get(name, 0) + value
-        if name == "users":
-            by_os[a] = by_os.get(a, 0) + value
-            by_version[b] = by_version.get(b, 0) + value
+        if name == "users":  # the most numerous keys: two sums here, os and version from by_os_version below
             by_arch[c] = by_arch.get(c, 0) + value
             by_os_version[(a, b)] = by_os_version.get((a, b), 0) + value
         elif not value:
@@ -110,6 +108,9 @@ def fold(snap: Snapshot, latest_version: str, now: float) -> Aggregates:
             events[a] = events.get(a, 0) + value
         elif name == "user_flags":
             flags[a] = flags.get(a, 0) + value
+    for (os_, version), value in by_os_version.items():
+        by_os[os_] = by_os.get(os_, 0) + value
+        by_version[version] = by_version.get(version, 0) + value
     deployments = families["deployments"]
     latest = canonical_version(latest_version)
     return Aggregates(
