@@ -27,6 +27,9 @@ SPIKE_MIN_DEPLOYMENTS: Final = 10
 REJECTS_RATIO: Final = 0.2
 REJECTS_MIN: Final = 20
 
+# FlakeDropBackupStale: the newest snapshot is older than FACTOR backup intervals.
+BACKUP_STALE_FACTOR: Final = 2
+
 # Drawn by the Releases board only (no alert): share of active users not on the latest release.
 UPGRADE_LAG_WARNING: Final = 0.5
 UPGRADE_LAG_CRITICAL: Final = 0.8

@@ -479,6 +479,7 @@ def expected_numbers() -> dict[tuple[str, str], list[float]]:
         ("FlakeDropFailureSpike", "warning"): [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS],
         # 0: `or 0 * rejected` keeps the ratio defined when nothing was accepted
         ("FlakeDropRejectsHigh", "warning"): [c.REJECTS_RATIO, 0, c.REJECTS_MIN],
+        ("FlakeDropBackupStale", "warning"): [c.BACKUP_STALE_FACTOR],
     }
 
 
@@ -547,6 +548,7 @@ def test_contract_doc_states_the_contract_modules_thresholds():
     ]
     assert numbers("- Failure spike") == [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS]
     assert numbers("- Rejects") == [c.REJECTS_RATIO, c.REJECTS_MIN]
+    assert numbers("- Backups")[:1] == [c.BACKUP_STALE_FACTOR]
     assert numbers("- Upgrade lag (Releases board only, no alert)") == [
         c.UPGRADE_LAG_WARNING,
         c.UPGRADE_LAG_CRITICAL,
