@@ -113,34 +113,30 @@ def test_expected_files_exist():
 # --- promtool: config and rules --------------------------------------------
 
 
-def prometheus_config_copy(tmp_path: Path, *, with_read_token: bool) -> Path:
+def prometheus_config_copy(tmp_path: Path) -> Path:
     """prometheus.yml with rule_files pointing at the repository's rules.
 
     promtool checks that rule files and credential files exist, so the
-    container paths (/etc/prometheus/...) are rewritten to the repository /
-    a dummy token file.
+    container paths (/etc/prometheus/..., the compose secret) are rewritten to
+    the repository / a dummy token file.
     """
     text = PROMETHEUS_YML.read_text()
     assert "/etc/prometheus/rules/*.yml" in text
     text = text.replace("/etc/prometheus/rules/*.yml", f"{RULES_DIR}/*.yml")
-    if with_read_token:
-        assert "# authorization:" in text, "the commented read-token example is gone"
-        text = uncomment_snippets(text, ("# authorization:",))
-        token = tmp_path / "read_token"
-        token.write_text("dummy-read-token\n")
-        text = text.replace("/etc/prometheus/read_token", str(token))
-        config = yaml.safe_load(text)
-        job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
-        assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    token = tmp_path / "read_token"
+    token.write_text("dummy-read-token\n")
+    text = text.replace("/run/secrets/read_token", str(token))
+    config = yaml.safe_load(text)
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     return path
 
 
-@pytest.mark.parametrize("with_read_token", [False, True], ids=["as-shipped", "read-token-enabled"])
-def test_promtool_check_config(tmp_path, with_read_token):
+def test_promtool_check_config(tmp_path):
     promtool = require_binary("promtool")
-    config = prometheus_config_copy(tmp_path, with_read_token=with_read_token)
+    config = prometheus_config_copy(tmp_path)
     proc = run(promtool, "check", "config", config)
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in proc.stdout + proc.stderr
 
