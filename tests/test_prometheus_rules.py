@@ -153,8 +153,8 @@ def test_prometheus_config_contents():
     assert jobs["flakedrop"]["dns_sd_configs"] == [
         {"names": ["exporter"], "type": "A", "port": 8080, "refresh_interval": "15s"}
     ]
-    # The read token is optional: off by default (a missing file would fail every scrape).
-    assert "authorization" not in jobs["flakedrop"]
+    # The stack always sets a read token: Prometheus sends the compose secret `make env` writes.
+    assert jobs["flakedrop"]["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/read_token"}
 
 
 def test_promtool_check_rules():
