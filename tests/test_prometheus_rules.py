@@ -154,7 +154,8 @@ def test_prometheus_config_contents():
         {"names": ["exporter"], "type": "A", "port": 8080, "refresh_interval": "15s"}
     ]
     # The stack always sets a read token: Prometheus sends the compose secret `make env` writes.
-    assert jobs["flakedrop"]["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/read_token"}
+    token = {"type": "Bearer", "credentials_file": "/run/secrets/read_token"}
+    assert jobs["flakedrop"]["authorization"] == token
 
 
 def test_promtool_check_rules():
