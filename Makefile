@@ -7,7 +7,7 @@ PORT   ?= 8080
 DATA   ?= ./data
 
 .DEFAULT_GOAL := help
-.PHONY: help run test lint system-deps bench profile dashboards env clean
+.PHONY: help run test check lint types mutation system-deps bench profile dashboards env clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,14 +30,23 @@ run: $(VENV)/.installed ## Serve on :8080 with SQLite under ./data (HOST, PORT, 
 system-deps: ## Install Prometheus, Alertmanager, Chromium, PostgreSQL, wrk (root on Debian only)
 	@bash .ci/system-deps.sh
 
-lint: $(VENV)/.installed-test ## Run the linter
+lint: $(VENV)/.installed-test ## Run the linter and the type checker
 	$(BIN)/ruff check exporter tests bench grafana
+	$(BIN)/mypy
 
-test: system-deps $(VENV)/.installed-test lint ## Install what the tests need, lint, run pytest
+check: lint ## The inner loop (under a minute): lint, mypy, the fast tests (no real servers)
+	$(BIN)/pytest -q -m "not slow" -p no:cacheprovider
+
+test: system-deps $(VENV)/.installed-test lint ## Install what the tests need, lint, mypy, the whole pytest suite
 	$(BIN)/pytest
 
-bench: system-deps $(VENV)/.installed-test ## Run the benchmarks (bench/), write bench/RESULTS.md
-	$(BIN)/python bench/run.py
+mutation: $(VENV)/.installed-test ## Mutation testing of normalize, ingest and the planner (mutmut); prints the kill rate
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2 >/dev/null || true
+	$(BIN)/python .ci/kill_rate.py
+
+bench: system-deps $(VENV)/.installed-test ## Run the benchmarks, write bench/RESULTS.md (BENCH_ARGS="--baseline REF" adds a before/after)
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 $(VENV)/.installed-bench: $(VENV)/.installed-test setup.cfg
 	$(BIN)/pip install --quiet -e '.[bench]'

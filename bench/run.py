@@ -106,10 +106,25 @@ def wait_http(url: str, path: str = "/healthz", timeout: float = 60.0) -> float:
     raise RuntimeError(f"{url}{path} not ready in {timeout}s")
 
 
-def start(kind: str, data_dir: Path | None, pin: bool, extra: tuple[str, ...] = ()) -> Proc:
-    """Start the floor or our server, optionally pinned to core 0."""
+def export_baseline(ref: str, into: Path) -> Path:
+    """Write the tree of git revision `ref` into a directory, to run it as the same-run baseline."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=ROOT, capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def start(
+    kind: str, data_dir: Path | None, pin: bool, extra: tuple[str, ...] = (), tree: Path | None = None
+) -> Proc:
+    """Start the floor, our server, or the baseline revision of our server, optionally pinned to core 0."""
     port = free_port()
     prefix = ["taskset", "-c", "0"] if pin else []
+    cwd, env = ROOT, None
+    if kind == "base":
+        assert tree is not None, "the baseline server needs the baseline's tree"
+        cwd = tree
+        env = {**os.environ, "PYTHONPATH": str(cwd)}  # its own `exporter` package, the same dependencies
     if kind == "floor":
         cmd = [*prefix, PY, str(BENCH / "floor_app.py"), str(port)]
     else:
@@ -127,9 +142,9 @@ def start(kind: str, data_dir: Path | None, pin: bool, extra: tuple[str, ...] = 
             "warning",
             *extra,
         ]
-    popen = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     proc = Proc(popen, port)
-    if kind == "ours":
+    if kind != "floor":
         wait_http(proc.url, timeout=30)
     else:
         _wait_port(port)
@@ -175,32 +190,35 @@ def median(runs: list[dict], key: str) -> float:
     return statistics.median(run[key] for run in runs)
 
 
-def throughput(rounds: int, seconds: int, tmp: Path) -> dict:
-    """Interleave floor and ours, c16 and c64, unpinned and pinned; return medians."""
+def throughput(rounds: int, seconds: int, tmp: Path, baseline: Path | None = None) -> dict:
+    """Interleave the floor, ours (and the baseline), c16 and c64, unpinned and pinned; return medians."""
     results: dict[tuple[str, int, bool], list[dict]] = {}
     for pin in (False, True):
-        floor = start("floor", None, pin)
-        ours = start("ours", tmp / f"tp-{pin}", pin)
+        names = ("floor", "ours", "base") if baseline else ("floor", "ours")
+        procs = {
+            name: start(name, None if name == "floor" else tmp / f"tp-{name}-{pin}", pin, tree=baseline)
+            for name in names
+        }
         try:
-            for proc in (floor, ours):
+            for proc in procs.values():
                 wrk(proc.url, "client.lua", 16, 2, pin)  # warm up
             for _ in range(rounds):
                 for conns in (16, 64):
-                    for name, proc in (("floor", floor), ("ours", ours)):
+                    for name, proc in procs.items():
                         results.setdefault((name, conns, pin), []).append(
                             wrk(proc.url, "client.lua", conns, seconds, pin)
                         )
         finally:
-            floor.stop()
-            ours.stop()
+            for proc in procs.values():
+                proc.stop()
     return {
         key: {k: median(runs, k) for k in ("rps", "p50", "p99", "non2xx")} for key, runs in results.items()
     }
 
 
-def batches(seconds: int, tmp: Path) -> dict:
+def batches(seconds: int, tmp: Path, kind: str = "ours", tree: Path | None = None) -> dict:
     """Events/s with 100-event batches (c16), against single-event ingest in the same run."""
-    ours = start("ours", tmp / "batch", False)
+    ours = start(kind, tmp / f"batch-{kind}", False, tree=tree)
     try:
         wrk(ours.url, "batch.lua", 16, 2, False)
         before, started = ours.cpu_seconds(), time.monotonic()
@@ -342,7 +360,36 @@ def million_users(tmp: Path, users: int) -> dict:
     return figures
 
 
-def report(args: argparse.Namespace, tp: dict, batch: dict, mem: dict, big: dict) -> str:
+def baseline_lines(ref: str, tp: dict | None, batch: dict | None, base_batch: dict | None) -> list[str]:
+    """The before/after section: ours/floor against baseline/floor, each pair from the same run."""
+    lines = ["", f"## Against the baseline `{ref}` (same run)", ""]
+    if tp is not None:
+        lines += ["| mode | conns | base/floor | ours/floor | ours/base |", "|---|---|---|---|---|"]
+        for pin in (False, True):
+            for conns in (16, 64):
+                floor = tp[("floor", conns, pin)]["rps"]
+                base, ours = tp[("base", conns, pin)]["rps"], tp[("ours", conns, pin)]["rps"]
+                lines.append(
+                    f"| {'pinned' if pin else 'unpinned'} | {conns} | {base / floor:.2f}x | {ours / floor:.2f}x | "
+                    f"**{ours / base:.2f}x** |"
+                )
+    if batch is not None and base_batch is not None:
+        lines += [
+            "",
+            f"- Batches: ours {batch['batch_events']:.0f} events/s, baseline {base_batch['batch_events']:.0f} "
+            f"events/s: **{batch['batch_events'] / base_batch['batch_events']:.2f}x**.",
+        ]
+    return lines
+
+
+def report(
+    args: argparse.Namespace,
+    tp: dict | None,
+    batch: dict | None,
+    mem: dict | None,
+    big: dict | None,
+    base_batch: dict | None = None,
+) -> str:
     """Render bench/RESULTS.md."""
     cpu = next(
         (
@@ -369,52 +416,64 @@ def report(args: argparse.Namespace, tp: dict, batch: dict, mem: dict, big: dict
         "  and its writer process to the other (`--pin-cpus`). Pinned = the whole server on core 0",
         "  (taskset; it then commits in a thread), wrk on core 1.",
         "",
-        "## Single-event ingest",
-        "",
-        "| mode | conns | floor req/s | ours req/s | ours/floor | floor p99 ms | ours p99 ms | ours non-2xx |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for pin in (False, True):
-        for conns in (16, 64):
-            f, o = tp[("floor", conns, pin)], tp[("ours", conns, pin)]
-            lines.append(
-                f"| {'pinned' if pin else 'unpinned'} | {conns} | {f['rps']:.0f} | {o['rps']:.0f} | "
-                f"**{o['rps'] / f['rps']:.2f}x** | {f['p99']:.1f} | {o['p99']:.1f} | {o['non2xx']:.0f} |"
-            )
-    lines += ["", "Overload (p99 at c64 / p99 at c16, lower is better; target <= 5):", ""]
-    for pin in (False, True):
-        for name in ("floor", "ours"):
-            ratio = tp[(name, 64, pin)]["p99"] / tp[(name, 16, pin)]["p99"]
-            lines.append(f"- {name}, {'pinned' if pin else 'unpinned'}: {ratio:.2f}x")
-    lines += [
-        "",
-        "## Batched ingest (100 events per request, c16)",
-        "",
-        f"- {batch['batch_events']:.0f} events/s (p99 {batch['batch_p99']:.1f} ms), "
-        f"{batch['batch_events'] / batch['single_events']:.1f}x single-event ingest in the same run "
-        f"({batch['single_events']:.0f} events/s).",
-        "- CPU per event (user + system, over the whole run): "
-        + ", ".join(f"{name} {value:.1f} us" for name, value in sorted(batch["cpu_us"].items()) if value)
-        + f"; total {sum(batch['cpu_us'].values()):.1f} us. On {os.cpu_count()} cores, 40k events/s "
-        f"needs at most {os.cpu_count() * 1e6 / 40000:.0f} us in all.",
-        "",
-        "## Memory (RSS)",
-        "",
-        f"- server and writer process together: at start: {mem['start']:.1f} MB; after 100k events: {mem['100k']:.1f} MB; after {mem['events']:,} "
-        f"events from 100k users: {mem['end']:.1f} MB ({(mem['end'] / mem['100k'] - 1) * 100:+.1f}% from 100k).",
-        "",
-        f"## {big['users']:,} users in the store",
-        "",
-        f"- Seeded through the store directly (`simulate --direct`) in {big['seed_seconds']:.0f} s; "
-        f"store files {big['store_mb']:.0f} MB; server RSS {big['rss_mb']:.1f} MB.",
-        f"- Restart to ready (`/readyz` 200, median of 3): {big['ready_s']:.2f} s.",
-        "",
-        "| endpoint | p50 ms | p99 ms |",
-        "|---|---|---|",
-    ]
-    for path in ("/stats", "/metrics", "/"):
-        p50, p99 = big[path]
-        lines.append(f"| `{path}` | {p50:.1f} | {p99:.1f} |")
+    if tp is not None:
+        lines += [
+            "## Single-event ingest",
+            "",
+            "| mode | conns | floor req/s | ours req/s | ours/floor | floor p99 ms | ours p99 ms | ours non-2xx |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for pin in (False, True):
+            for conns in (16, 64):
+                f, o = tp[("floor", conns, pin)], tp[("ours", conns, pin)]
+                lines.append(
+                    f"| {'pinned' if pin else 'unpinned'} | {conns} | {f['rps']:.0f} | {o['rps']:.0f} | "
+                    f"**{o['rps'] / f['rps']:.2f}x** | {f['p99']:.1f} | {o['p99']:.1f} | {o['non2xx']:.0f} |"
+                )
+        lines += ["", "Overload (p99 at c64 / p99 at c16, lower is better; target <= 5):", ""]
+        for pin in (False, True):
+            for name in ("floor", "ours"):
+                ratio = tp[(name, 64, pin)]["p99"] / tp[(name, 16, pin)]["p99"]
+                lines.append(f"- {name}, {'pinned' if pin else 'unpinned'}: {ratio:.2f}x")
+    if batch is not None:
+        lines += [
+            "",
+            "## Batched ingest (100 events per request, c16)",
+            "",
+            f"- {batch['batch_events']:.0f} events/s (p99 {batch['batch_p99']:.1f} ms), "
+            f"{batch['batch_events'] / batch['single_events']:.1f}x single-event ingest in the same run "
+            f"({batch['single_events']:.0f} events/s).",
+            "- CPU per event (user + system, over the whole run): "
+            + ", ".join(f"{name} {value:.1f} us" for name, value in sorted(batch["cpu_us"].items()) if value)
+            + f"; total {sum(batch['cpu_us'].values()):.1f} us. On {os.cpu_count()} cores, 40k events/s "
+            f"needs at most {os.cpu_count() * 1e6 / 40000:.0f} us in all.",
+            "",
+        ]
+    if mem is not None:
+        lines += [
+            "## Memory (RSS)",
+            "",
+            f"- server and writer process together: at start: {mem['start']:.1f} MB; after 100k events: {mem['100k']:.1f} MB; after {mem['events']:,} "
+            f"events from 100k users: {mem['end']:.1f} MB ({(mem['end'] / mem['100k'] - 1) * 100:+.1f}% from 100k).",
+            "",
+        ]
+    if big is not None:
+        lines += [
+            f"## {big['users']:,} users in the store",
+            "",
+            f"- Seeded through the store directly (`simulate --direct`) in {big['seed_seconds']:.0f} s; "
+            f"store files {big['store_mb']:.0f} MB; server RSS {big['rss_mb']:.1f} MB.",
+            f"- Restart to ready (`/readyz` 200, median of 3): {big['ready_s']:.2f} s.",
+            "",
+            "| endpoint | p50 ms | p99 ms |",
+            "|---|---|---|",
+        ]
+        for path in ("/stats", "/metrics", "/"):
+            p50, p99 = big[path]
+            lines.append(f"| `{path}` | {p50:.1f} | {p99:.1f} |")
+    if args.baseline:
+        lines += baseline_lines(args.baseline, tp, batch, base_batch)
     return "\n".join(lines) + "\n"
 
 
@@ -426,22 +485,38 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000, help="events for the memory run")
     parser.add_argument("--users", type=int, default=1_000_000, help="users for the big-store run")
     parser.add_argument("--out", default=str(BENCH / "RESULTS.md"))
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="git revision to run as a third server, for before/after ratios in one run",
+    )
+    parser.add_argument(
+        "--parts", default="throughput,batches,memory,big", help="comma-separated parts to run"
+    )
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     for tool in ("wrk", "taskset"):
         if not shutil.which(tool):
             print(f"bench needs {tool} (Debian package); `make system-deps` installs wrk", file=sys.stderr)
             return 2
     with tempfile.TemporaryDirectory(prefix="flakedrop-bench-") as name:
         tmp = Path(name)
-        print("throughput...", file=sys.stderr)
-        tp = throughput(args.rounds, args.seconds, tmp)
-        print("batches...", file=sys.stderr)
-        batch = batches(args.seconds, tmp)
-        print("memory...", file=sys.stderr)
-        mem = memory(tmp, args.events)
-        print("1M users...", file=sys.stderr)
-        big = million_users(tmp, args.users)
-    text = report(args, tp, batch, mem, big)
+        baseline = export_baseline(args.baseline, tmp / "baseline") if args.baseline else None
+        tp = batch = mem = big = base_batch = None
+        if "throughput" in parts:
+            print("throughput...", file=sys.stderr)
+            tp = throughput(args.rounds, args.seconds, tmp, baseline)
+        if "batches" in parts:
+            print("batches...", file=sys.stderr)
+            batch = batches(args.seconds, tmp)
+            base_batch = batches(args.seconds, tmp, "base", baseline) if baseline else None
+        if "memory" in parts:
+            print("memory...", file=sys.stderr)
+            mem = memory(tmp, args.events)
+        if "big" in parts:
+            print("1M users...", file=sys.stderr)
+            big = million_users(tmp, args.users)
+    text = report(args, tp, batch, mem, big, base_batch)
     Path(args.out).write_text(text)
     print(text)
     return 0

@@ -11,6 +11,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import falcon
 from prometheus_client import CollectorRegistry
 
 from exporter.config import Config
-from exporter.errors import RateLimited, StoreError, StoreUnavailable, TelemetryError
+from exporter.errors import RateLimited, StoreError, TelemetryError
 from exporter.ingest import Ingestor, UserHasher
 from exporter.metrics import Metrics, StoreCollector
 from exporter.ratelimit import Network, RateLimiter, client_ip, parse_networks
@@ -29,7 +30,7 @@ from exporter.resources.openapi import OpenAPIResource
 from exporter.resources.page import PageResource
 from exporter.resources.stats import StatsResource
 from exporter.resources.version import LatestVersionResource
-from exporter.store import Store, open_store
+from exporter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,10 @@ class AuthMiddleware:
 class RateLimitMiddleware:
     """Answers 429 with Retry-After when one client IP posts events faster than --rate-limit."""
 
-    def __init__(self, limiter: RateLimiter, trusted: tuple[Network, ...]) -> None:
+    def __init__(self, limiter: RateLimiter, trusted: tuple[Network, ...], metrics: Metrics) -> None:
         self.limiter = limiter
         self.trusted = trusted
+        self.metrics = metrics
 
     def process_resource(
         self, req: falcon.Request, resp: falcon.Response, resource: object, params: dict
@@ -131,6 +133,7 @@ class RateLimitMiddleware:
         ip = client_ip(req.remote_addr or "", req.get_header("X-Forwarded-For"), self.trusted)
         wait = self.limiter.allow(ip)
         if wait:
+            self.metrics.count_rejection("rate_limited")
             raise RateLimited(
                 f"too many requests from your address; retry in {RateLimiter.retry_after(wait)} s",
                 retry_after=RateLimiter.retry_after(wait),
@@ -172,31 +175,35 @@ class MetricsMiddleware:
         requests.inc()
 
 
-class TelemetryApp(falcon.App):
-    """The Falcon app, plus the hook the server uses to count waitress's own rejections by reason."""
+@dataclass(frozen=True)
+class Service:
+    """The wired application and the instruments the server shares with it."""
 
-    __slots__ = ("count_rejection",)
-
-    count_rejection: Callable[[str], None]
+    app: falcon.App
+    metrics: Metrics
 
 
 def create_app(
     config: Config,
     *,
-    store: Store | None = None,
+    store: Store,
     registry: CollectorRegistry | None = None,
     clock: Callable[[], float] = time.time,
-) -> TelemetryApp:
-    """Build the WSGI app; the caller owns (and closes) the store it passes in."""
+) -> falcon.App:
+    """Build the WSGI app on a store the caller opened, owns and closes."""
+    return build_service(config, store=store, registry=registry, clock=clock).app
+
+
+def build_service(
+    config: Config,
+    *,
+    store: Store,
+    registry: CollectorRegistry | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Service:
+    """Wire metrics, the ingest pipeline, middleware and routes; raise StoreError on a key mismatch."""
     registry = registry if registry is not None else CollectorRegistry()
     metrics = Metrics(registry)
-    if store is None:
-        store = open_store(
-            config.store_url,
-            max_versions=config.max_versions,
-            dedup_window=config.dedup_window,
-            clock=clock,
-        )
     store.observe_commits(metrics.observe_commit)
     hasher = UserHasher(load_user_key(config))
     stored = store.key_fingerprint(hasher.fingerprint())
@@ -215,37 +222,26 @@ def create_app(
             on_error=metrics.store_errors.labels("read").inc,
         )
     )
-    ingestor = Ingestor(store, metrics, hasher, clock)
+    ingestor = Ingestor(
+        store,
+        metrics,
+        hasher,
+        clock,
+        max_body_bytes=config.max_body_bytes,
+        max_batch=config.max_batch,
+        arrivals=getattr(store, "arrivals", None),
+    )
 
-    middleware: list[object] = [MetricsMiddleware(metrics), AuthMiddleware(config.read_token)]
+    middleware: list[Any] = [MetricsMiddleware(metrics), AuthMiddleware(config.read_token)]
     if config.rate_limit > 0:
         limiter = RateLimiter(config.rate_limit, config.rate_burst, clock=clock)
-        middleware.append(RateLimitMiddleware(limiter, parse_networks(config.trusted_proxies)))
-    app = TelemetryApp(middleware=middleware)
+        middleware.append(RateLimitMiddleware(limiter, parse_networks(config.trusted_proxies), metrics))
+    app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True
     app.resp_options.secure_cookies_by_default = True
-
-    def handle_telemetry_error(
-        req: falcon.Request, resp: falcon.Response, exc: TelemetryError, params: dict
-    ) -> None:
-        """Map a domain error to its status and JSON body, counting request-level rejections."""
-        if not getattr(exc, "counted", False) and not isinstance(exc, StoreUnavailable):
-            metrics.rejected.labels(exc.reason).inc()
-        resp.status = exc.status
-        resp.media = exc.to_dict()
-        if exc.retry_after is not None:
-            resp.retry_after = exc.retry_after
-
-    def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
-        """Never leak a traceback; log it, and answer 500 (a bug: tests require this never happens)."""
-        log.exception("unexpected error on %s %s", req.method, req.path)
-        resp.status = falcon.HTTP_500
-        resp.media = {"title": "Internal error", "description": "the server failed; this is a bug"}
-
-    app.count_rejection = lambda reason: metrics.rejected.labels(reason).inc()
     app.add_error_handler(Exception, handle_unexpected)
     app.add_error_handler(TelemetryError, handle_telemetry_error)
-    app.add_route("/v1/events", EventsResource(ingestor, config.max_body_bytes, config.max_batch))
+    app.add_route("/v1/events", EventsResource(ingestor))
     app.add_route(
         "/v1/version/latest",
         LatestVersionResource(
@@ -258,4 +254,21 @@ def create_app(
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
     app.add_route("/openapi.json", OpenAPIResource())
-    return app
+    return Service(app, metrics)
+
+
+def handle_telemetry_error(
+    req: falcon.Request, resp: falcon.Response, exc: TelemetryError, params: dict
+) -> None:
+    """Map a domain error to its status and JSON body (whoever raised it has counted it)."""
+    resp.status = exc.status
+    resp.media = exc.to_dict()
+    if exc.retry_after is not None:
+        resp.retry_after = exc.retry_after
+
+
+def handle_unexpected(req: falcon.Request, resp: falcon.Response, exc: Exception, params: dict) -> None:
+    """Never leak a traceback; log it, and answer 500 (a bug: tests require this never happens)."""
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    resp.status = falcon.HTTP_500
+    resp.media = {"title": "Internal error", "description": "the server failed; this is a bug"}

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from exporter import __version__
 from exporter.config import SettingError, add_arguments, resolve
-from exporter.errors import StoreError
+from exporter.errors import StoreError, StoreUnavailable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +55,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return serve(config)
-    except StoreError as exc:
-        print(f"flakedrop-telemetry: cannot start: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
+    except (StoreError, StoreUnavailable, OSError) as exc:  # the operator gets one line, never a traceback
         print(f"flakedrop-telemetry: cannot start: {exc}", file=sys.stderr)
         return 1

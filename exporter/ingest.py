@@ -1,31 +1,57 @@
-"""Ingest: normalized events become keyed-hash records, are committed to the store, and are counted."""
+"""Ingest: one request's bytes become keyed-hash records, are committed to the store, and are counted.
+
+`Ingestor.ingest` is the one entry point the HTTP resource calls. It is also the one place where an
+event or a request is counted as rejected: every rejection goes through `Metrics.count_rejection`.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from exporter.errors import InvalidEvent, StoreUnavailable
+from exporter.errors import InvalidEvent, StoreUnavailable, TelemetryError
 from exporter.metrics import Metrics
 from exporter.normalize import Event, normalize
 from exporter.store import Record, Store
 from exporter.store.base import dedup_stamp
+from exporter.wire import Readable, check_content_type, parse_json, read_body, split_batch
+
+OK_BODY = b'{"status": "ok"}'  # what the reference server answers to one event; the same bytes every time
 
 
-@dataclass
-class Outcome:
-    """What happened to each item of a request."""
+class Arrivals(Protocol):
+    """A group-commit hint: a request carrying records is being parsed (announce) or is ready (withdraw)."""
 
-    accepted: int = 0
-    duplicates: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
+    def announce(self) -> None:
+        """Note that a request with records is on its way."""
+        ...
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the batch reply body."""
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "rejected": self.rejected}
+    def withdraw(self) -> None:
+        """End an announce()."""
+        ...
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A POST /v1/events as the HTTP layer received it."""
+
+    content_type: str | None
+    content_length: int | None
+    content_encoding: str | None
+    body: Readable
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What to answer: an HTTP status and a JSON body."""
+
+    status: int
+    data: bytes
 
 
 class UserHasher:
@@ -69,91 +95,119 @@ def dedup_key(user: bytes, event: Event) -> bytes | None:
     return dedup_stamp(event.client_time_ns or 0) + hashlib.blake2b(user + material, digest_size=8).digest()
 
 
+def record_of(hasher: UserHasher, event: Event, now: float) -> Record:
+    """Build the store record of an event received at `now`."""
+    user = hasher(event.user_id)
+    return Record(
+        user, event.type, event.version, event.os, event.arch, event.success, now, dedup_key(user, event)
+    )
+
+
+def invalid_batch(body: dict[str, Any]) -> dict[str, Any]:
+    """Return the 400 body for a batch in which no event is valid."""
+    return {
+        "title": "Invalid batch",
+        "description": "no event in the batch is valid; see rejected[] for each reason",
+        "reason": "invalid_batch",
+        **body,
+    }
+
+
 class Ingestor:
-    """Normalizes, records and commits events, counting every rejection by reason."""
+    """Decodes, validates and commits events, counting every rejection by reason."""
 
     def __init__(
-        self, store: Store, metrics: Metrics, hasher: UserHasher, clock: Callable[[], float]
+        self,
+        store: Store,
+        metrics: Metrics,
+        hasher: UserHasher,
+        clock: Callable[[], float],
+        *,
+        max_body_bytes: int,
+        max_batch: int,
+        arrivals: Arrivals | None = None,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.hasher = hasher
         self.clock = clock
+        self.max_body_bytes = max_body_bytes
+        self.max_batch = max_batch
+        self.arrivals = arrivals
 
-    @staticmethod
-    def record_of(hasher: UserHasher, event: Event, now: float) -> Record:
-        """Build the store record of an event received at `now`."""
-        user = hasher(event.user_id)
-        return Record(
-            user, event.type, event.version, event.os, event.arch, event.success, now, dedup_key(user, event)
-        )
+    def ingest(self, upload: Upload) -> Reply:
+        """Answer one POST /v1/events; 2xx only once its events are durable.
 
-    def ingest_one(self, item: Any) -> bool:
-        """Ingest a single event; raise InvalidEvent or StoreUnavailable; return False for a duplicate."""
-        return self.commit_one(self.prepare_one(item))
-
-    def ingest_batch(self, items: Sequence[Any]) -> Outcome:
-        """Ingest a batch: invalid items are reported by index, the valid ones committed together."""
-        return self._commit(*self.prepare_batch(items))
-
-    def prepare_one(self, item: Any) -> Record:
-        """Validate one event and build its record; raise InvalidEvent (counted by reason)."""
+        Raises a TelemetryError (already counted) when the whole request is refused: bad bytes, a single
+        invalid event, an oversized batch, or a store that cannot commit (StoreUnavailable).
+        """
         try:
-            event = normalize(item)
-        except InvalidEvent as exc:
-            self.metrics.rejected.labels(exc.reason).inc()
-            exc.counted = True  # type: ignore[attr-defined]
+            records, rejected, is_batch = self._prepare(upload)
+        except TelemetryError as exc:
+            self.metrics.count_rejection(exc.reason)
             raise
-        now = self.clock()
-        if event.client_time_ns is not None:
-            self.metrics.clock_skew.observe(abs(now - event.client_time_ns / 1e9))
-        return self.record_of(self.hasher, event, now)
-
-    def commit_one(self, record: Record) -> bool:
-        """Commit one prepared record; return False for a duplicate."""
-        return self._commit([record], [0], Outcome()).accepted == 1
-
-    def prepare_batch(self, items: Sequence[Any]) -> tuple[list[Record], list[int], Outcome]:
-        """Validate a batch: the valid items' records and indices, and the rejections so far."""
-        now = self.clock()
-        outcome = Outcome()
-        records, indices, skews = [], [], []
-        hasher = self.hasher
-        for index, item in enumerate(items):
-            try:
-                event = normalize(item)
-            except InvalidEvent as exc:
-                self.metrics.rejected.labels(exc.reason).inc()
-                outcome.rejected.append(
-                    {"index": index, "reason": exc.reason, "field": exc.field, "description": exc.description}
-                )
-                continue
-            if event.client_time_ns is not None:
-                skews.append(abs(now - event.client_time_ns / 1e9))
-            records.append(self.record_of(hasher, event, now))
-            indices.append(index)
-        self.metrics.clock_skew.observe_many(skews)
-        return records, indices, outcome
-
-    def commit_batch(self, prepared: tuple[list[Record], list[int], Outcome]) -> Outcome:
-        """Commit a prepared batch and complete its outcome."""
-        return self._commit(*prepared)
-
-    def _commit(self, records: list[Record], indices: list[int], outcome: Outcome) -> Outcome:
-        """Write records to the store and count the result."""
+        for reason, count in Counter(item["reason"] for item in rejected).items():
+            self.metrics.count_rejection(reason, count)
+        counted = self._commit(records)
+        if not is_batch:
+            return Reply(200, OK_BODY)
+        body = {"accepted": counted, "duplicates": len(records) - counted, "rejected": rejected}
         if not records:
-            return outcome
+            return Reply(400, json.dumps(invalid_batch(body)).encode())
+        return Reply(200, json.dumps(body).encode())
+
+    def _prepare(self, upload: Upload) -> tuple[list[Record], list[dict[str, Any]], bool]:
+        """Decode and validate: the valid events' records, the rejected items, and whether it is a batch."""
+        if self.arrivals is not None:
+            self.arrivals.announce()  # group commit may wait a moment for this request's records
+        try:
+            check_content_type(upload.content_type)
+            body = read_body(upload.body, upload.content_length, upload.content_encoding, self.max_body_bytes)
+            items, is_batch = split_batch(parse_json(body), self.max_batch)
+            if not is_batch:
+                return self._records([normalize(items[0])]), [], False
+            events, rejected = validate_batch(items)
+            return self._records(events), rejected, True
+        finally:
+            if self.arrivals is not None:
+                self.arrivals.withdraw()
+
+    def _records(self, events: Sequence[Event]) -> list[Record]:
+        """Build the events' records at the server's receive time, observing their clock skew."""
+        now = self.clock()
+        hasher = self.hasher
+        self.metrics.clock_skew.observe_many(
+            [abs(now - event.client_time_ns / 1e9) for event in events if event.client_time_ns is not None]
+        )
+        return [record_of(hasher, event, now) for event in events]
+
+    def _commit(self, records: list[Record]) -> int:
+        """Write records to the store; return how many were counted (the rest were duplicates)."""
+        if not records:
+            return 0
         try:
             result = self.store.write(records)
         except StoreUnavailable:
-            self.metrics.rejected.labels("store_unavailable").inc(len(records))
+            self.metrics.count_rejection("store_unavailable", len(records))
             self.metrics.store_errors.labels("write").inc()
             raise
         counted = sum(result.counted)
-        outcome.accepted += counted
-        outcome.duplicates += len(records) - counted
-        if outcome.duplicates:
+        if counted < len(records):
             self.metrics.duplicates.inc(len(records) - counted)
         for label, count in result.overflow.items():
             self.metrics.overflow.labels(label).inc(count)
-        return outcome
+        return counted
+
+
+def validate_batch(items: Sequence[Any]) -> tuple[list[Event], list[dict[str, Any]]]:
+    """Normalize each item of a batch: the valid events, and each invalid one's index and reason."""
+    events: list[Event] = []
+    rejected: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        try:
+            events.append(normalize(item))
+        except InvalidEvent as exc:
+            rejected.append(
+                {"index": index, "reason": exc.reason, "field": exc.field, "description": exc.description}
+            )
+    return events, rejected

@@ -97,6 +97,12 @@ class Metrics:
         )
         build.labels(__version__, platform.python_version()).set(1)
 
+    def count_rejection(self, reason: str, n: int = 1) -> None:
+        """Count n events or requests rejected for reason: the one place every rejection is counted."""
+        if reason not in REJECT_REASONS:
+            raise ValueError(f"unknown rejection reason {reason!r}; add it to errors.REJECT_REASONS")
+        self.rejected.labels(reason).inc(n)
+
     def observe_commit(self, count: int, seconds: float) -> None:
         """Record one group commit (the store calls this)."""
         self.commit_size.observe(count)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import zlib
-from typing import IO, Any
+from typing import Any, Protocol
 
 from exporter.errors import (
     BadEncoding,
@@ -20,6 +20,14 @@ from exporter.errors import (
 CHUNK = 64 * 1024
 
 
+class Readable(Protocol):
+    """A request body stream: anything with read(size) -> bytes (Falcon's BoundedStream, BytesIO)."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return up to size bytes; b"" at the end."""
+        ...
+
+
 def check_content_type(content_type: str | None) -> None:
     """Accept application/json and any +json type (or no type at all); reject the rest with 415."""
     if not content_type:
@@ -32,7 +40,7 @@ def check_content_type(content_type: str | None) -> None:
     )
 
 
-def read_body(stream: IO[bytes], content_length: int | None, encoding: str | None, limit: int) -> bytes:
+def read_body(stream: Readable, content_length: int | None, encoding: str | None, limit: int) -> bytes:
     """Read the request body, gunzipping as a stream, never holding more than limit bytes."""
     if content_length is not None and content_length > limit:
         raise BodyTooLarge(
@@ -52,7 +60,7 @@ def read_body(stream: IO[bytes], content_length: int | None, encoding: str | Non
     return _gunzip(stream, limit)
 
 
-def _gunzip(stream: IO[bytes], limit: int) -> bytes:
+def _gunzip(stream: Readable, limit: int) -> bytes:
     """Inflate a gzip stream chunk by chunk, stopping as soon as the output passes the limit."""
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
     out = bytearray()
