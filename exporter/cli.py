@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     simulate = commands.add_parser("simulate", help="send realistic demo traffic to a running server")
     add_simulate_arguments(simulate)
+    from exporter.backup_cli import add_backup_commands
+
+    add_backup_commands(commands)
     return parser
 
 
@@ -41,6 +44,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         return run_simulate(args)
+    if args.command in ("backup", "verify", "restore"):
+        from exporter.backup_cli import run_backup_command
+
+        return run_backup_command(args)
     try:
         config = resolve(args)
     except SettingError as exc:

@@ -138,6 +138,9 @@ class Config:
         "Grafana URL linked from the page at / (hidden when empty).",
     )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    backup_dir: str = setting("", "Directory for scheduled snapshots of the store (empty: no snapshots).")
+    backup_interval: int = setting(3600, "Seconds between scheduled snapshots.")
+    backup_keep: int = setting(24, "Scheduled snapshots kept; older ones are deleted.")
 
     @property
     def store_url(self) -> str:
@@ -264,6 +267,8 @@ def validate(config: Config) -> None:
         (config.retention_days >= 0, "--retention-days must be 0 or more"),
         (config.rate_limit >= 0, "--rate-limit must be 0 or more"),
         (config.rate_burst >= 1, "--rate-burst must be at least 1"),
+        (config.backup_interval >= 1, "--backup-interval must be at least 1"),
+        (config.backup_keep >= 1, "--backup-keep must be at least 1"),
         (_networks_ok(config.trusted_proxies), "--trusted-proxies must be comma-separated IPs or CIDRs"),
         (
             config.log_level in ("debug", "info", "warning", "error"),

@@ -11,8 +11,11 @@ import time
 from collections.abc import Callable
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+
 from exporter.app import build_service
 from exporter.config import Config
+from exporter.snapshots import Snapshots, start_snapshots
 from exporter.store import Store, open_store
 from exporter.waitress_server import TelemetryServer, waitress_options
 
@@ -110,8 +113,10 @@ def serve_one(config: Config, worker: int = 0) -> int:
     )
     maintenance: Maintenance | None = None
     server: TelemetryServer | None = None
+    snapshots: Snapshots | None = None
+    registry = CollectorRegistry()  # the app's, shared with the snapshot scheduler's metrics
     try:
-        service = build_service(config, store=store)
+        service = build_service(config, store=store, registry=registry)
         # waitress warns on every queued task under load; the latency histogram already tells that story.
         logging.getLogger("waitress.queue").setLevel(logging.ERROR)
         server = TelemetryServer(
@@ -124,6 +129,7 @@ def serve_one(config: Config, worker: int = 0) -> int:
         if config.retention_days:
             maintenance = Maintenance(store, config.retention_days)
             maintenance.start()
+        snapshots = start_snapshots(config, registry) if worker == 0 else None  # one scheduler per store
 
         def stop(signum: int, frame: FrameType | None) -> None:
             raise SystemExit(0)
@@ -143,6 +149,8 @@ def serve_one(config: Config, worker: int = 0) -> int:
     finally:
         if maintenance:
             maintenance.stopped.set()
+        if snapshots:
+            snapshots.stop()
         if server is not None:
             server.close()
         store.close()  # also when build_service or binding the port failed: no store is leaked
