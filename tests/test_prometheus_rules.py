@@ -113,34 +113,30 @@ def test_expected_files_exist():
 # --- promtool: config and rules --------------------------------------------
 
 
-def prometheus_config_copy(tmp_path: Path, *, with_read_token: bool) -> Path:
+def prometheus_config_copy(tmp_path: Path) -> Path:
     """prometheus.yml with rule_files pointing at the repository's rules.
 
     promtool checks that rule files and credential files exist, so the
-    container paths (/etc/prometheus/...) are rewritten to the repository /
-    a dummy token file.
+    container paths (/etc/prometheus/..., the compose secret) are rewritten to
+    the repository / a dummy token file.
     """
     text = PROMETHEUS_YML.read_text()
     assert "/etc/prometheus/rules/*.yml" in text
     text = text.replace("/etc/prometheus/rules/*.yml", f"{RULES_DIR}/*.yml")
-    if with_read_token:
-        assert "# authorization:" in text, "the commented read-token example is gone"
-        text = uncomment_snippets(text, ("# authorization:",))
-        token = tmp_path / "read_token"
-        token.write_text("dummy-read-token\n")
-        text = text.replace("/etc/prometheus/read_token", str(token))
-        config = yaml.safe_load(text)
-        job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
-        assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    token = tmp_path / "read_token"
+    token.write_text("dummy-read-token\n")
+    text = text.replace("/run/secrets/read_token", str(token))
+    config = yaml.safe_load(text)
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     return path
 
 
-@pytest.mark.parametrize("with_read_token", [False, True], ids=["as-shipped", "read-token-enabled"])
-def test_promtool_check_config(tmp_path, with_read_token):
+def test_promtool_check_config(tmp_path):
     promtool = require_binary("promtool")
-    config = prometheus_config_copy(tmp_path, with_read_token=with_read_token)
+    config = prometheus_config_copy(tmp_path)
     proc = run(promtool, "check", "config", config)
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in proc.stdout + proc.stderr
 
@@ -157,8 +153,9 @@ def test_prometheus_config_contents():
     assert jobs["flakedrop"]["dns_sd_configs"] == [
         {"names": ["exporter"], "type": "A", "port": 8080, "refresh_interval": "15s"}
     ]
-    # The read token is optional: off by default (a missing file would fail every scrape).
-    assert "authorization" not in jobs["flakedrop"]
+    # The stack always sets a read token: Prometheus sends the compose secret `make env` writes.
+    token = {"type": "Bearer", "credentials_file": "/run/secrets/read_token"}
+    assert jobs["flakedrop"]["authorization"] == token
 
 
 def test_promtool_check_rules():
