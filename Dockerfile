@@ -1,7 +1,8 @@
 # FlakeDrop Telemetry server image.
 #   docker build -t flakedrop-telemetry .
 #   docker run -p 8080:8080 -v flakedrop-data:/data flakedrop-telemetry
-# Settings come from flags (CMD) or FLAKEDROP_TELEMETRY_* environment variables.
+# Settings come from flags (CMD) or FLAKEDROP_TELEMETRY_* environment variables. The CMD names no port,
+# so a platform's $PORT (Heroku, Render, Fly) applies, and $DATABASE_URL when no store URL is set.
 
 # --- build: turn the package and its dependencies into wheels -------------------------------------
 FROM python:3.11-slim-bookworm AS build
@@ -31,6 +32,6 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+    CMD ["python", "-c", "import os, urllib.request; port = os.environ.get('FLAKEDROP_TELEMETRY_PORT') or os.environ.get('PORT') or '8080'; urllib.request.urlopen(f'http://127.0.0.1:{port}/healthz', timeout=2)"]
 ENTRYPOINT ["flakedrop-telemetry"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080", "--data-dir", "/data"]
+CMD ["serve", "--host", "0.0.0.0", "--data-dir", "/data"]

@@ -7,7 +7,7 @@ PORT   ?= 8080
 DATA   ?= ./data
 
 .DEFAULT_GOAL := help
-.PHONY: help run test check lint types mutation system-deps bench profile dashboards clean
+.PHONY: help run test check lint types mutation system-deps bench profile dashboards env clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ profile: system-deps $(VENV)/.installed-bench ## Profile the server under load w
 
 dashboards: $(VENV)/.installed-test ## Regenerate grafana/dashboards/*.json from grafana/dashboards.py
 	$(BIN)/python grafana/dashboards.py
+
+env: ## Write .env and secrets/read_token for docker compose, with random secrets (never overwrites)
+	@sh scripts/make-env.sh
 
 clean: ## Remove the virtualenv and caches (keeps ./data)
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

@@ -8,6 +8,8 @@ command -v chromium >/dev/null || need+=(chromium)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql)
 command -v wrk >/dev/null || need+=(wrk)
 command -v docker-compose >/dev/null || need+=(docker-compose)
+command -v caddy >/dev/null || need+=(caddy)
+command -v faketime >/dev/null || need+=(faketime)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || [ ! -f /etc/debian_version ]; then
   echo "system-deps: not root on Debian; install these yourself or tests that need them will skip: ${need[*]}" >&2

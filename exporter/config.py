@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,21 +24,49 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected true or false, got {text!r}")
 
 
-def setting(default: Any, help: str, parse: Callable[[str], Any] | None = None, group: str = "server") -> Any:
-    """Declare one setting: a dataclass field carrying its help, parser and group."""
+STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+
+
+def parse_store_url(text: str) -> str:
+    """Check a store URL's shape (sqlite:///path or postgresql://...), never echoing its password."""
+    url = text.strip()
+    if not url:
+        return ""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in STORE_SCHEMES:
+        shown = repr(scheme) if sep else "no scheme"
+        raise ValueError(f"expected sqlite:///path/to.db or postgresql://user:password@host/db, got {shown}")
+    if scheme == "sqlite" and (not rest.startswith("/") or rest == "/"):
+        raise ValueError("a sqlite URL needs a path after three slashes: sqlite:///path/to.db")
+    if not rest:
+        raise ValueError(f"a {scheme} URL needs a host or a database: {scheme}://user:password@host/db")
+    try:
+        _ = urllib.parse.urlsplit(url).port
+    except ValueError:
+        raise ValueError(f"the {scheme} URL has a port that is not a number") from None
+    return url
+
+
+def setting(
+    default: Any, help: str, parse: Callable[[str], Any] | None = None, platform_env: str = ""
+) -> Any:
+    """Declare one setting: a dataclass field carrying its help, parser and PaaS fallback variable."""
     parser = parse or type(default)
-    return field(default=default, metadata={"help": help, "parse": parser, "group": group})
+    return field(default=default, metadata={"help": help, "parse": parser, "platform_env": platform_env})
 
 
 @dataclass(frozen=True)
 class Config:
-    """All settings of the server; precedence is flag, then environment, then default."""
+    """All settings of the server; precedence is flag, then environment, then platform variable, then default."""
 
     host: str = setting("127.0.0.1", "Address to listen on (use 0.0.0.0 in a container).")
-    port: int = setting(8080, "TCP port to listen on.")
+    port: int = setting(8080, "TCP port to listen on.", platform_env="PORT")
     data_dir: str = setting("./data", "Directory for the SQLite store and the user-id key file.")
     database_url: str = setting(
-        "", "Store URL: sqlite:///path/to.db or postgresql://... (default: SQLite file in the data dir)."
+        "",
+        "Store URL: sqlite:///path/to.db or postgresql://... (default: SQLite file in the data dir).",
+        parse_store_url,
+        platform_env="DATABASE_URL",
     )
     threads: int = setting(
         32, "Waitress worker threads per process (requests waiting on a group commit each hold one)."
@@ -68,48 +97,50 @@ class Config:
         172800, "Seconds during which an identical event (same id, or user+type+timestamp) is counted once."
     )
     latest_version: str = setting(
-        "v1.3.5", "Latest FlakeDrop release, answered by /v1/version/latest.", group="release"
+        "v1.3.5",
+        "Latest FlakeDrop release, answered by /v1/version/latest.",
     )
     latest_release_date: str = setting(
-        "2026-11-20", "Release date of the latest release (YYYY-MM-DD).", group="release"
+        "2026-11-20",
+        "Release date of the latest release (YYYY-MM-DD).",
     )
     update_url: str = setting(
         "https://github.com/flakedrop/flakedrop/releases/latest",
         "Where clients download the latest release.",
-        group="release",
     )
-    latest_critical: bool = setting(
-        False, "Whether the latest release is a critical update.", parse_bool, "release"
-    )
+    latest_critical: bool = setting(False, "Whether the latest release is a critical update.", parse_bool)
     read_token: str = setting(
         "",
         "When set, /, /stats and /metrics need it (Bearer, or Basic with it as password).",
-        group="security",
+    )
+    read_token_file: str = setting(
+        "", "File holding the read token (a Docker or compose secret); read when --read-token is empty."
     )
     user_id_key: str = setting(
         "",
         "Secret for the HMAC that re-hashes user ids (default: generated once into the data dir).",
-        group="security",
     )
     rate_limit: float = setting(
-        0.0, "Requests per second allowed per client IP on /v1/events (0 disables).", group="security"
+        0.0,
+        "Requests per second allowed per client IP on /v1/events (0 disables).",
     )
-    rate_burst: int = setting(60, "Token-bucket burst size for the per-IP rate limit.", group="security")
+    rate_burst: int = setting(60, "Token-bucket burst size for the per-IP rate limit.")
     trusted_proxies: str = setting(
-        "", "Comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed.", group="security"
+        "",
+        "Comma-separated proxy IPs/CIDRs whose X-Forwarded-For is believed.",
     )
     retention_days: int = setting(
-        0, "Delete per-user rows of users inactive longer than this (0 keeps them forever).", group="store"
+        0,
+        "Delete per-user rows of users inactive longer than this (0 keeps them forever).",
     )
     grafana_url: str = setting(
-        "", "Grafana URL linked from the page at / (hidden when empty).", group="server"
+        "",
+        "Grafana URL linked from the page at / (hidden when empty).",
     )
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
-    backup_dir: str = setting(
-        "", "Directory for scheduled snapshots of the store (empty: no snapshots).", group="store"
-    )
-    backup_interval: int = setting(3600, "Seconds between scheduled snapshots.", group="store")
-    backup_keep: int = setting(24, "Scheduled snapshots kept; older ones are deleted.", group="store")
+    backup_dir: str = setting("", "Directory for scheduled snapshots of the store (empty: no snapshots).")
+    backup_interval: int = setting(3600, "Seconds between scheduled snapshots.")
+    backup_keep: int = setting(24, "Scheduled snapshots kept; older ones are deleted.")
 
     @property
     def store_url(self) -> str:
@@ -133,6 +164,7 @@ class SettingInfo:
     default: Any
     help: str
     parse: Callable[[str], Any]
+    platform_env: str
 
 
 def settings() -> list[SettingInfo]:
@@ -147,6 +179,7 @@ def settings() -> list[SettingInfo]:
                 default=f.default,
                 help=f.metadata["help"],
                 parse=f.metadata["parse"],
+                platform_env=f.metadata["platform_env"],
             )
         )
     return rows
@@ -159,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(args: argparse.Namespace | Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
-    """Build a Config from parsed flags, then environment, then defaults."""
+    """Build a Config from parsed flags, then FLAKEDROP_TELEMETRY_*, then the platform's variable, then defaults."""
     env = os.environ if env is None else env
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     chosen: dict[str, Any] = {}
@@ -168,15 +201,31 @@ def resolve(args: argparse.Namespace | Mapping[str, Any], env: Mapping[str, str]
         source = row.flag
         if raw is None and row.env in env:
             raw, source = env[row.env], row.env
+        if raw is None and row.platform_env and env.get(row.platform_env):
+            raw, source = env[row.platform_env], row.platform_env
         if raw is None:
             continue
         try:
             chosen[row.name] = raw if not isinstance(raw, str) else row.parse(raw)
         except ValueError as exc:
             raise SettingError(f"{source}: {exc}") from None
-    config = Config(**chosen)
+    config = _with_token_file(Config(**chosen))
     validate(config)
     return config
+
+
+def _with_token_file(config: Config) -> Config:
+    """Return the config with --read-token taken from --read-token-file when only the file is given."""
+    if config.read_token or not config.read_token_file:
+        return config
+    try:
+        token = Path(config.read_token_file).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise SettingError(f"--read-token-file: cannot read {config.read_token_file}: {reason}") from None
+    if not token:
+        raise SettingError(f"--read-token-file: {config.read_token_file} is empty")
+    return config.replace(read_token=token)
 
 
 def _networks_ok(text: str) -> bool:
@@ -191,6 +240,15 @@ def _networks_ok(text: str) -> bool:
     return True
 
 
+def _store_url_ok(text: str) -> bool:
+    """Return whether text is empty or a store URL parse_store_url accepts."""
+    try:
+        parse_store_url(text)
+    except ValueError:
+        return False
+    return True
+
+
 class SettingError(ValueError):
     """A setting has a value the server cannot use."""
 
@@ -199,6 +257,7 @@ def validate(config: Config) -> None:
     """Reject setting combinations that cannot work, with a message naming the setting."""
     checks: Sequence[tuple[bool, str]] = (
         (0 < config.port < 65536, "--port must be between 1 and 65535"),
+        (_store_url_ok(config.database_url), "--database-url must be sqlite:///path or postgresql://..."),
         (config.threads >= 1, "--threads must be at least 1"),
         (config.workers >= 1, "--workers must be at least 1"),
         (config.max_body_bytes >= 1024, "--max-body-bytes must be at least 1024"),
@@ -226,9 +285,7 @@ def settings_markdown() -> str:
     lines = ["| Flag | Environment variable | Default | Meaning |", "|---|---|---|---|"]
     for row in settings():
         default = str(row.default).lower() if isinstance(row.default, bool) else str(row.default)
-        lines.append(
-            f"| `{row.flag}` | `{row.env}` | `{default}` | {row.help} |"
-            if default
-            else f"| `{row.flag}` | `{row.env}` | (empty) | {row.help} |"
-        )
+        env = f"`{row.env}`, then `{row.platform_env}`" if row.platform_env else f"`{row.env}`"
+        shown = f"`{default}`" if default else "(empty)"
+        lines.append(f"| `{row.flag}` | {env} | {shown} | {row.help} |")
     return "\n".join(lines)

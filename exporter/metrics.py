@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import bisect
+import copy
 import logging
 import platform
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -14,10 +15,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.aggregates import Aggregates, Labels, fold
 from exporter.errors import REJECT_REASONS, StoreUnavailable
-from exporter.normalize import canonical_version
-from exporter.store import Snapshot, Store
-from exporter.store.base import WINDOWS
+from exporter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 SKEW_BUCKETS = (1, 10, 60, 300, 3600, 21600, 86400, 604800, 2592000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 OVERFLOW_LABELS = ("version", "os", "arch")
+_HAS_CREATED = frozenset({"counter", "histogram", "summary", "gaugehistogram"})
 
 
 class Metrics:
@@ -109,6 +110,30 @@ class Metrics:
         self.commit_duration.observe(seconds)
 
 
+class WithoutCreated(Collector):
+    """A registry's view without the `*_created` samples (noise to Prometheus), for exposition only.
+
+    prometheus_client's switch, disable_created_metrics(), is process-global; this filter keeps the
+    choice per registry, so a test's or an embedder's other registries are untouched.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the registry's metrics, dropping each counter's, histogram's and summary's `_created`."""
+        for metric in self.registry.collect():
+            created = metric.name + "_created"
+            if metric.type in _HAS_CREATED and any(sample.name == created for sample in metric.samples):
+                metric = copy.copy(metric)
+                metric.samples = [sample for sample in metric.samples if sample.name != created]
+            yield metric
+
+    def restricted_registry(self, names: Iterable[str]) -> WithoutCreated:
+        """Return the same filter over the registry restricted to names (`?name[]=` scrapes)."""
+        return WithoutCreated(self.registry.restricted_registry(names))  # type: ignore[arg-type]
+
+
 class BulkHistogram(Collector):
     """A label-less histogram that takes a request's observations at once: one lock, C-level bisect.
 
@@ -153,7 +178,7 @@ class BulkHistogram(Collector):
 
 
 class StoreCollector(Collector):
-    """Yields the store-backed families at scrape time, computed from the store's aggregates."""
+    """Yields the store-backed families at scrape time, from one aggregates view per scrape."""
 
     def __init__(
         self,
@@ -165,48 +190,53 @@ class StoreCollector(Collector):
     ) -> None:
         self.store = store
         self.clock = clock
-        self.latest = canonical_version(latest_version)
-        self.latest_raw = latest_version
+        self.latest_version = latest_version
         self.latest_release_ts = latest_release_ts
         self.on_error = on_error
 
     def collect(self) -> Iterator[Metric]:
-        """Read one snapshot and yield every store-backed family from it."""
+        """Read one snapshot, fold it once, and yield every store-backed family from the view."""
+        now = self.clock()
         try:
-            snap = self.store.snapshot(self.clock())
+            snap = self.store.snapshot(now)
         except StoreUnavailable:
             if self.on_error is not None:
                 self.on_error()
             log.warning("store unavailable during scrape; store-backed families omitted")
             return
-        yield from families(snap, self.latest, self.latest_raw, self.latest_release_ts)
+        yield from families(fold(snap, self.latest_version, now), self.latest_release_ts)
 
 
-def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | None) -> Iterator[Metric]:
-    """Build the store-backed metric families from one snapshot."""
-    deployments = CounterMetricFamily(
-        "flakedrop_deployments", "Real deployments reported by clients.", labels=["os", "version", "outcome"]
+def _counter(name: str, documentation: str, labels: list[str], series: Mapping[Labels, int]) -> Metric:
+    """Return a counter family with one sample per series, labelled by the first len(labels) values."""
+    family = CounterMetricFamily(name, documentation, labels=labels)
+    for key, value in sorted(series.items()):
+        family.add_metric(list(key[: len(labels)]), value)
+    return family
+
+
+def families(view: Aggregates, release_ts: float | None) -> Iterator[Metric]:
+    """Build the store-backed metric families from one aggregates view."""
+    yield _counter(
+        "flakedrop_deployments",
+        "Real deployments reported by clients.",
+        ["os", "version", "outcome"],
+        view.deployments,
     )
-    for (os_, version, outcome), value in sorted(snap.family("deployments").items()):
-        deployments.add_metric([os_, version, outcome], value)
-    yield deployments
-
-    configs = CounterMetricFamily(
-        "flakedrop_configs_created", "Configs created (FlakeDrop setup runs).", labels=["os", "version"]
+    yield _counter(
+        "flakedrop_configs_created",
+        "Configs created (FlakeDrop setup runs).",
+        ["os", "version"],
+        view.configs,
     )
-    for (os_, version, _), value in sorted(snap.family("configs").items()):
-        configs.add_metric([os_, version], value)
-    yield configs
-
-    heartbeats = CounterMetricFamily(
-        "flakedrop_heartbeats", "Daily heartbeats from installations.", labels=["os", "version", "arch"]
+    yield _counter(
+        "flakedrop_heartbeats",
+        "Daily heartbeats from installations.",
+        ["os", "version", "arch"],
+        view.heartbeats,
     )
-    for (os_, version, arch), value in sorted(snap.family("heartbeats").items()):
-        heartbeats.add_metric([os_, version, arch], value)
-    yield heartbeats
-
     events = CounterMetricFamily("flakedrop_events", "Events accepted, by type.", labels=["type"])
-    for (kind, _, _), value in sorted(snap.family("events").items()):
+    for kind, value in view.events_by_type.items():
         events.add_metric([kind], value)
     yield events
 
@@ -215,17 +245,14 @@ def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | N
         "Users by their last seen os and version; the sum is the unique users.",
         labels=["os", "version"],
     )
-    by_os_version: dict[tuple[str, str], int] = {}
-    for (os_, version, _arch), value in snap.family("users").items():
-        by_os_version[(os_, version)] = by_os_version.get((os_, version), 0) + value
-    for (os_, version), value in sorted(by_os_version.items()):
+    for (os_, version), value in sorted(view.users_by_os_version.items()):
         if value:
             users.add_metric([os_, version], value)
     yield users
 
     active = GaugeMetricFamily("flakedrop_active_users", "Users seen within the window.", labels=["window"])
-    for window in WINDOWS:
-        active.add_metric([window], snap.active.get(window, 0))
+    for window, value in view.active.items():
+        active.add_metric([window], value)
     yield active
 
     active_by_version = GaugeMetricFamily(
@@ -233,31 +260,27 @@ def families(snap: Snapshot, latest: str, latest_raw: str, release_ts: float | N
         "Users seen within the window, by their last seen version.",
         labels=["window", "version"],
     )
-    for (window, version), value in sorted(snap.active_by_version.items()):
+    for (window, version), value in sorted(view.active_by_version.items()):
         active_by_version.add_metric([window, version], value)
     yield active_by_version
 
-    flags = snap.family("user_flags")
     yield GaugeMetricFamily(
-        "flakedrop_activated_users",
-        "Users with at least one real deployment.",
-        value=flags.get(("activated", "", ""), 0),
+        "flakedrop_activated_users", "Users with at least one real deployment.", value=view.activated_users
     )
     yield GaugeMetricFamily(
-        "flakedrop_configured_users",
-        "Users who created a config.",
-        value=flags.get(("configured", "", ""), 0),
+        "flakedrop_configured_users", "Users who created a config.", value=view.configured_users
     )
-    on_latest = sum(value for (_, version), value in by_os_version.items() if version == latest)
     yield GaugeMetricFamily(
-        "flakedrop_users_on_latest", "Users whose last seen version is the latest release.", value=on_latest
+        "flakedrop_users_on_latest",
+        "Users whose last seen version is the latest release.",
+        value=view.users_on_latest,
     )
     info = GaugeMetricFamily(
         "flakedrop_latest_version_info",
         "The configured latest release; the value is always 1.",
         labels=["version"],
     )
-    info.add_metric([latest], 1)
+    info.add_metric([view.latest], 1)
     yield info
     if release_ts is not None:
         yield GaugeMetricFamily(

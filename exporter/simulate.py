@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import random
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -246,15 +249,59 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=7, help="random seed, for repeatable traffic")
     parser.add_argument("--concurrency", type=int, default=8, help="parallel connections")
     parser.add_argument("--no-progress", action="store_true", help="do not draw the progress bar")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="send even if the server already holds events (simulated users can never be told apart later)",
+    )
+    parser.add_argument("--read-token", default="", help="the server's read token, to check its /stats first")
+
+
+class Refused(Exception):
+    """simulate will not send; the message is the one line it prints."""
+
+
+def held_events(url: str, read_token: str, timeout: float = 10.0) -> int:
+    """Return how many events the server at url already holds (its /stats total_events), or raise Refused."""
+    stats_url = url.rstrip("/") + "/stats"
+    headers = {"Authorization": f"Bearer {read_token}"} if read_token else {}
+    try:
+        with urllib.request.urlopen(
+            urllib.request.Request(stats_url, headers=headers), timeout=timeout
+        ) as resp:
+            total = json.loads(resp.read())["total_events"]
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise Refused(f"{stats_url} needs the read token: pass --read-token (or --force)") from None
+        raise Refused(f"{stats_url} answered {exc.code}; pass --force to send without checking") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise Refused(f"cannot read {stats_url} ({reason}); is the server running?") from None
+    if not isinstance(total, int):
+        raise Refused(f"{stats_url} has no numeric total_events; pass --force to send without checking")
+    return total
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    """Plan and send the traffic, then print a one-line summary; non-zero exit if any event failed."""
+    """Plan and send the traffic (only to an empty server unless --force); print a one-line summary."""
     if args.direct:
         config = Config(data_dir=args.data_dir, database_url=args.database_url, user_id_key=args.user_id_key)
         written = seed_store(config, args.users, args.days, args.seed, progress=not args.no_progress)
         print(f"wrote {written} events from {args.users} users into {config.store_url.split('@')[-1]}")
         return 0
+    if not args.force:
+        try:
+            held = held_events(args.url, args.read_token)
+        except Refused as exc:
+            print(f"flakedrop-telemetry simulate: {exc}", file=sys.stderr)
+            return 1
+        if held:
+            print(
+                f"flakedrop-telemetry simulate: refusing: {args.url} already holds {held} events, and simulated "
+                "users could never be told apart from real ones; use an empty server, or --force",
+                file=sys.stderr,
+            )
+            return 1
     events, expected = plan_traffic(args.users, args.days, args.seed)
     statuses = send(args.url, events, args.concurrency, progress=not args.no_progress)
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)

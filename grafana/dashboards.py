@@ -25,6 +25,8 @@ from grafana_foundation_sdk.models import dashboard as dashboard_models
 from grafana_foundation_sdk.models import piechart as piechart_models
 from grafana_foundation_sdk.models import prometheus as prometheus_models
 
+from exporter import contract
+
 DASHBOARD_DIR = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE_UID = "flakedrop-prometheus"
 DATASOURCE_VARIABLE = "${datasource}"
@@ -33,9 +35,9 @@ TAG = "flakedrop"
 # Filters for families that carry os and version labels (flakedrop_users, _deployments_total, ...).
 OS_VERSION = 'os=~"$os",version=~"$version"'
 FAILED = 'outcome="failure",'
-# The alert thresholds of docs/metrics-contract.md, drawn on the Reliability panels.
-FAILURE_WARNING = 0.10
-FAILURE_CRITICAL = 0.25
+# The alert thresholds of docs/metrics-contract.md, drawn on the Reliability panels, as the rules use them.
+WARNING = f"{contract.FAILURE_RATIO_WARNING:.2f}"
+CRITICAL = f"{contract.FAILURE_RATIO_CRITICAL:.2f}"
 
 PanelBuilder = Any  # any grafana_foundation_sdk panel builder (timeseries.Panel, stat.Panel, ...)
 
@@ -67,19 +69,20 @@ def instant_table(expr: str, ref_id: str = "A") -> prometheus.Dataquery:
     )
 
 
+def steps(warning: float, critical: float | None = None) -> dashboard_builders.ThresholdsConfig:
+    """Return absolute thresholds: green, orange from warning, red from critical (when given)."""
+    colours = [dashboard_models.Threshold(value=None, color="green")]
+    if critical is None:
+        colours.append(dashboard_models.Threshold(value=warning, color="red"))
+    else:
+        colours.append(dashboard_models.Threshold(value=warning, color="orange"))
+        colours.append(dashboard_models.Threshold(value=critical, color="red"))
+    return dashboard_builders.ThresholdsConfig().mode(dashboard_models.ThresholdsMode.ABSOLUTE).steps(colours)
+
+
 def ratio_thresholds() -> dashboard_builders.ThresholdsConfig:
-    """Return the failure-ratio thresholds: green, warning at 0.10, critical at 0.25."""
-    return (
-        dashboard_builders.ThresholdsConfig()
-        .mode(dashboard_models.ThresholdsMode.ABSOLUTE)
-        .steps(
-            [
-                dashboard_models.Threshold(value=None, color="green"),
-                dashboard_models.Threshold(value=FAILURE_WARNING, color="orange"),
-                dashboard_models.Threshold(value=FAILURE_CRITICAL, color="red"),
-            ]
-        )
-    )
+    """Return the failure-ratio alert thresholds of the contract: green, warning, critical."""
+    return steps(contract.FAILURE_RATIO_WARNING, contract.FAILURE_RATIO_CRITICAL)
 
 
 def with_basics(
@@ -177,7 +180,9 @@ def pie(
             .show_legend(True)
             .display_mode(common.LegendDisplayMode.TABLE)
             .placement(common.LegendPlacement.RIGHT)
-            .values(["value", "percent"])
+            .values(
+                [piechart_models.PieChartLegendValues.VALUE, piechart_models.PieChartLegendValues.PERCENT]
+            )
         )
     )
 
@@ -275,9 +280,22 @@ def board(uid: str, title: str, description: str, time_from: str = "now-24h") ->
     )
 
 
+def dedup(series: str) -> str:
+    """Return series deduplicated across replicas: every replica serves the same store-backed values."""
+    return f"max without (instance) ({series})"
+
+
+def store_counter(
+    metric: str, selector: str = "", window: str = "$__rate_interval", func: str = "rate"
+) -> str:
+    """Return rate() (or increase()) of a store-backed counter over a window, deduplicated across replicas."""
+    matchers = f"{{{selector}}}" if selector else ""
+    return dedup(f"{func}({metric}{matchers}[{window}])")
+
+
 def deployments(selector: str) -> str:
     """Return per-second deployment rates matching a selector, deduplicated across replicas."""
-    return f"max without (instance) (rate(flakedrop_deployments_total{{{selector}}}[$__rate_interval]))"
+    return store_counter("flakedrop_deployments_total", selector)
 
 
 def failure_ratio(by: str, window: str = "$__rate_interval") -> str:
@@ -285,24 +303,20 @@ def failure_ratio(by: str, window: str = "$__rate_interval") -> str:
     group = f" by ({by})" if by else ""
 
     def part(outcome: str) -> str:
-        return (
-            f"sum{group} (max without (instance) "
-            f"(rate(flakedrop_deployments_total{{{outcome}{OS_VERSION}}}[{window}])))"
-        )
+        return f"sum{group} ({store_counter('flakedrop_deployments_total', outcome + OS_VERSION, window)})"
 
     return part(FAILED) + "\n/\n" + part("")
 
 
 def overview() -> dashboard_builders.Dashboard:
     """Return the Overview board: users, activity, deployments and platform mix."""
-    users = f"max without (instance) (flakedrop_users{{{OS_VERSION}}})"
-    in_range = f"max without (instance) (increase(flakedrop_deployments_total{{{OS_VERSION}}}[$__range]))"
-    successes = (
-        "max without (instance) "
-        f'(increase(flakedrop_deployments_total{{outcome="success",{OS_VERSION}}}[$__range]))'
+    users = dedup(f"flakedrop_users{{{OS_VERSION}}}")
+    in_range = store_counter("flakedrop_deployments_total", OS_VERSION, "$__range", "increase")
+    successes = store_counter(
+        "flakedrop_deployments_total", f'outcome="success",{OS_VERSION}', "$__range", "increase"
     )
-    configs = f"max without (instance) (increase(flakedrop_configs_created_total{{{OS_VERSION}}}[$__range]))"
-    all_users = "sum(max without (instance) (flakedrop_users))"
+    configs = store_counter("flakedrop_configs_created_total", OS_VERSION, "$__range", "increase")
+    all_users = f"sum({dedup('flakedrop_users')})"
     return (
         board("flakedrop-overview", "FlakeDrop / Overview", "Who uses FlakeDrop, how much, and on what.")
         .variables([datasource_variable(), *os_version_variables()])
@@ -323,7 +337,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "short",
                 [
                     query(
-                        'max without (instance) (flakedrop_active_users{window=~"1d|7d|30d"})',
+                        dedup('flakedrop_active_users{window=~"1d|7d|30d"}'),
                         legend="{{window}}",
                         instant=True,
                     )
@@ -339,13 +353,13 @@ def overview() -> dashboard_builders.Dashboard:
                 "percentunit",
                 [
                     query(
-                        f"sum(max without (instance) (flakedrop_activated_users)) / {all_users}",
+                        f"sum({dedup('flakedrop_activated_users')}) / {all_users}",
                         ref_id="A",
                         legend="deployed",
                         instant=True,
                     ),
                     query(
-                        f"sum(max without (instance) (flakedrop_configured_users)) / {all_users}",
+                        f"sum({dedup('flakedrop_configured_users')}) / {all_users}",
                         ref_id="B",
                         legend="configured",
                         instant=True,
@@ -360,11 +374,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "Users on latest release",
                 "Share of all users whose last seen version is the latest release.",
                 "percentunit",
-                [
-                    query(
-                        f"sum(max without (instance) (flakedrop_users_on_latest)) / {all_users}", instant=True
-                    )
-                ],
+                [query(f"sum({dedup('flakedrop_users_on_latest')}) / {all_users}", instant=True)],
             )
         )
         .with_row(dashboard_builders.Row("Deployments"))
@@ -410,8 +420,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "ops",
                 [
                     query(
-                        "sum by (type) "
-                        "(max without (instance) (rate(flakedrop_events_total[$__rate_interval])))",
+                        f"sum by (type) ({store_counter('flakedrop_events_total')})",
                         legend="{{type}}",
                     )
                 ],
@@ -422,7 +431,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "Active users over time",
                 "Users seen within each window, over time.",
                 "short",
-                [query("max without (instance) (flakedrop_active_users)", legend="{{window}}")],
+                [query(dedup("flakedrop_active_users"), legend="{{window}}")],
                 width=24,
             )
         )
@@ -450,8 +459,8 @@ def overview() -> dashboard_builders.Dashboard:
 
 def releases() -> dashboard_builders.Dashboard:
     """Return the Releases board: adoption of versions and how far users lag the latest release."""
-    active = 'max without (instance) (flakedrop_active_users_by_version{window="$window"})'
-    latest = "max without (instance) (flakedrop_latest_version_info)"
+    active = dedup('flakedrop_active_users_by_version{window="$window"}')
+    latest = dedup("flakedrop_latest_version_info")
     on_latest = f"sum({active} and on (version) {latest})\n/\nsum({active})"
     not_latest = f"sum({active} unless on (version) {latest})\n/\nsum({active})"
     window = (
@@ -512,17 +521,7 @@ def releases() -> dashboard_builders.Dashboard:
                 "percentunit",
                 [query(not_latest, instant=True)],
                 width=8,
-                thresholds=(
-                    dashboard_builders.ThresholdsConfig()
-                    .mode(dashboard_models.ThresholdsMode.ABSOLUTE)
-                    .steps(
-                        [
-                            dashboard_models.Threshold(value=None, color="green"),
-                            dashboard_models.Threshold(value=0.5, color="orange"),
-                            dashboard_models.Threshold(value=0.8, color="red"),
-                        ]
-                    )
-                ),
+                thresholds=steps(contract.UPGRADE_LAG_WARNING, contract.UPGRADE_LAG_CRITICAL),
             )
         )
         .with_row(dashboard_builders.Row("Adoption"))
@@ -533,7 +532,7 @@ def releases() -> dashboard_builders.Dashboard:
                 "short",
                 [
                     query(
-                        f"sum by (version) (max without (instance) (flakedrop_users{{{OS_VERSION}}}))",
+                        f"sum by (version) ({dedup(f'flakedrop_users{{{OS_VERSION}}}')})",
                         legend="{{version}}",
                     )
                 ],
@@ -547,8 +546,7 @@ def releases() -> dashboard_builders.Dashboard:
                 "short",
                 [
                     query(
-                        "max without (instance) "
-                        '(flakedrop_active_users_by_version{window="$window",version=~"$version"})',
+                        dedup('flakedrop_active_users_by_version{window="$window",version=~"$version"}'),
                         legend="{{version}}",
                     )
                 ],
@@ -594,7 +592,7 @@ def reliability() -> dashboard_builders.Dashboard:
         board(
             "flakedrop-reliability",
             "FlakeDrop / Reliability",
-            "Deployment failure ratios with the alert thresholds (warning 0.10, critical 0.25) "
+            f"Deployment failure ratios with the alert thresholds (warning {WARNING}, critical {CRITICAL}) "
             "and firing alerts.",
         )
         .variables([datasource_variable(), *os_version_variables()])
@@ -603,9 +601,10 @@ def reliability() -> dashboard_builders.Dashboard:
             single(
                 "Fleet failure ratio (1h)",
                 "Failed / all deployments over the last hour, as the alert sees it: "
-                "warning above 0.10, critical above 0.25 (alerts need at least 20 deployments).",
+                f"warning above {WARNING}, critical above {CRITICAL} "
+                f"(alerts need at least {contract.MIN_DEPLOYMENTS} deployments).",
                 "percentunit",
-                [query("max without (instance) (flakedrop:deployment_failure_ratio:rate1h)", instant=True)],
+                [query(dedup("flakedrop:deployment_failure_ratio:rate1h"), instant=True)],
                 width=8,
                 thresholds=ratio_thresholds(),
             )
@@ -617,16 +616,7 @@ def reliability() -> dashboard_builders.Dashboard:
                 "none",
                 [query(f"count({firing}) or vector(0)", instant=True)],
                 width=8,
-                thresholds=(
-                    dashboard_builders.ThresholdsConfig()
-                    .mode(dashboard_models.ThresholdsMode.ABSOLUTE)
-                    .steps(
-                        [
-                            dashboard_models.Threshold(value=None, color="green"),
-                            dashboard_models.Threshold(value=1, color="red"),
-                        ]
-                    )
-                ),
+                thresholds=steps(1),
             )
         )
         .with_panel(
@@ -636,8 +626,7 @@ def reliability() -> dashboard_builders.Dashboard:
                 "short",
                 [
                     query(
-                        "sum(max without (instance) "
-                        f'(increase(flakedrop_deployments_total{{outcome="failure",{OS_VERSION}}}[$__range])))',
+                        f"sum({store_counter('flakedrop_deployments_total', FAILED + OS_VERSION, '$__range', 'increase')})",
                         instant=True,
                     )
                 ],
@@ -650,11 +639,11 @@ def reliability() -> dashboard_builders.Dashboard:
                 "Fleet failure ratio",
                 "Failed / all deployments over 1h (the recording rule the alert uses) and over the "
                 "panel's rate interval (filtered by OS and version); "
-                "lines at 0.10 (warning) and 0.25 (critical).",
+                f"lines at {WARNING} (warning) and {CRITICAL} (critical).",
                 "percentunit",
                 [
                     query(
-                        "max without (instance) (flakedrop:deployment_failure_ratio:rate1h)",
+                        dedup("flakedrop:deployment_failure_ratio:rate1h"),
                         "A",
                         "1h (alerted)",
                     ),
@@ -667,11 +656,11 @@ def reliability() -> dashboard_builders.Dashboard:
         .with_panel(
             graph(
                 "Failure ratio by OS (1h)",
-                "Failed / all deployments over 1h per OS (recording rule); lines at 0.10 and 0.25.",
+                f"Failed / all deployments over 1h per OS (recording rule); lines at {WARNING} and {CRITICAL}.",
                 "percentunit",
                 [
                     query(
-                        'max without (instance) (flakedrop:deployment_failure_ratio_by_os:rate1h{os=~"$os"})',
+                        dedup('flakedrop:deployment_failure_ratio_by_os:rate1h{os=~"$os"}'),
                         legend="{{os}}",
                     )
                 ],
@@ -682,12 +671,11 @@ def reliability() -> dashboard_builders.Dashboard:
             graph(
                 "Failure ratio by version (1h)",
                 "Failed / all deployments over 1h per version (recording rule); a release regression "
-                "alert fires when one version fails at least twice as often as the rest.",
+                f"alert fires when one version fails at least {contract.REGRESSION_FACTOR}x as often as the rest.",
                 "percentunit",
                 [
                     query(
-                        "max without (instance) "
-                        '(flakedrop:deployment_failure_ratio_by_version:rate1h{version=~"$version"})',
+                        dedup('flakedrop:deployment_failure_ratio_by_version:rate1h{version=~"$version"}'),
                         legend="{{version}}",
                     )
                 ],
@@ -796,8 +784,7 @@ def exporter() -> dashboard_builders.Dashboard:
                 "ops",
                 [
                     query(
-                        "sum by (type) (max without (instance) "
-                        f"(rate(flakedrop_events_total{{{job}}}[$__rate_interval])))",
+                        f"sum by (type) ({store_counter('flakedrop_events_total', job)})",
                         legend="{{type}}",
                     )
                 ],

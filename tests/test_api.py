@@ -311,6 +311,9 @@ class TestReadToken:
 
 
 def test_page_escapes_client_strings(client) -> None:
+    # The empty state shows the address the client used: the Host header reaches the page as-is.
+    empty = client.simulate_get("/", headers={"Host": "h'><img src=x onerror=alert(1)>"}).text
+    assert "No events yet" in empty and "<img src=x" not in empty and "h&#39;&gt;&lt;img" in empty
     post(
         client,
         json.dumps(

@@ -248,20 +248,23 @@ def test_server_key_setting_gives_a_fingerprint_and_a_loud_warning(tmp_path: Pat
 
 
 @pytest.mark.parametrize(
-    "args,message",
+    "args,message,code",
     [
-        (["--data-dir", "{tmp}/nothing"], "no store at"),
-        (["--data-dir", "{tmp}/data", "--to", "{tmp}/missing/b.db"], "does not exist"),
-        (["--database-url", "mysql://x"], "cannot back up a store URL"),
+        (["--data-dir", "{tmp}/nothing"], "no store at", 1),
+        (["--data-dir", "{tmp}/data", "--to", "{tmp}/missing/b.db"], "does not exist", 1),
+        # The settings table refuses an unknown scheme before any store is touched (a SettingError: 2).
+        (["--database-url", "mysql://x"], "--database-url: expected sqlite:///", 2),
     ],
     ids=["no store", "no target dir", "unknown URL"],
 )
-def test_backup_cli_errors_are_one_line(tmp_path: Path, capsys, args: list[str], message: str) -> None:
+def test_backup_cli_errors_are_one_line(
+    tmp_path: Path, capsys, args: list[str], message: str, code: int
+) -> None:
     fill(tmp_path / "data", [])
     argv = ["backup", "--to", str(tmp_path / "b.db"), *[a.format(tmp=tmp_path) for a in args]]
     if "--data-dir" not in argv:
         argv += ["--data-dir", str(tmp_path / "data")]
-    assert main(argv) == 1
+    assert main(argv) == code
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "b.db").exists()

@@ -22,7 +22,8 @@ from procs import Server, http
 from support import in_ci, require_binary
 
 from exporter import clientbytes
-from exporter.page import load_assets, render_page
+from exporter.aggregates import fold
+from exporter.page import Page, load_assets, render_page
 from exporter.store import DailyRow, Snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -266,16 +267,92 @@ class TagCollector(HTMLParser):
 # ----- unit tests (no browser) ----------------------------------------------------------------------
 
 
-def test_hostile_labels_are_escaped_in_html_svg_and_attributes() -> None:
-    snap, daily = hostile_snapshot()
-    html = render_page(snap, daily, '"><script>alert(8)</script>', "https://g/'><img src=x>", 1_795_860_000.0)
-    for bad in HOSTILE:
-        assert bad not in html, bad
+def escape_violations(html: str) -> list[str]:
+    """Return what a browser would run or load from the page beyond its own one script (empty: safe)."""
     parser = TagCollector()
     parser.feed(html)
-    assert parser.tags.count("script") == 1 and "img" not in parser.tags and "textarea" not in parser.tags
-    assert not {name for name in parser.attrs if name.startswith("on")}
+    found = [f"raw {bad!r}" for bad in HOSTILE if bad in html]
+    if parser.tags.count("script") != 1:
+        found.append(f"{parser.tags.count('script')} <script> tags")
+    found += [f"<{tag}>" for tag in ("img", "textarea", "iframe") if tag in parser.tags]
+    found += [f"attribute {name}" for name in sorted(parser.attrs) if name.startswith("on")]
+    return found
+
+
+def hostile_render(page: Page) -> str:
+    """Render the hostile aggregates, with a hostile latest version, Grafana URL and base URL."""
+    snap, daily = hostile_snapshot()
+    view = fold(snap, '"><script>alert(8)</script>', 1_795_860_000.0)
+    return page.render(view, daily, "https://g/'><img src=x onerror=alert(11)>", base_url="http://h'><b>")
+
+
+def test_hostile_labels_are_escaped_in_html_svg_and_attributes() -> None:
+    html = hostile_render(Page())
+    assert escape_violations(html) == []
     assert "&lt;/svg&gt;&lt;script&gt;" in html, "labels are shown, escaped, not dropped"
+
+
+def test_the_escaping_checks_catch_a_page_without_autoescape() -> None:
+    """Rendered with autoescape off, every hostile label reaches the bytes raw and the checks say so."""
+    html = hostile_render(Page(autoescape=False))
+    found = escape_violations(html)
+    assert {f"raw {bad!r}" for bad in HOSTILE} <= set(found)
+    assert "<img>" in found and "attribute onerror" in found, found
+    for place in ("data-key=", "<title>", "<th scope='col' class='num'>", "<tr data-day="):
+        assert any(
+            place + quote + bad in html or place + bad in html for bad in HOSTILE for quote in "'\""
+        ), place
+
+
+def test_hostile_host_header_is_escaped_in_the_empty_state(client: falcon.testing.TestClient) -> None:
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "h'><img src=x onerror=alert(1)>"}
+    html = client.simulate_get("/", headers=headers).text
+    assert "No events yet" in html and escape_violations(html) == []
+    assert "https://h&#39;&gt;&lt;img src=x onerror=alert(1)&gt;/v1/events" in html
+
+
+def empty_text(base_url: str) -> str:
+    """The empty state's text (tags stripped) for a page reached at base_url."""
+    html = render_page(Snapshot({}, {}, {}), [], "v1.3.5", "", 0.0, base_url=base_url)
+    return re.sub(r"<[^>]+>", "", html.split("id='empty-h'")[1].split("</section>")[0]).replace("&#39;", "'")
+
+
+def test_empty_state_tells_what_the_real_client_needs() -> None:
+    text = empty_text("")
+    assert "export FLAKEDROP_TELEMETRY_ENDPOINT=https://your-host\n" in text, "https, no port, by default"
+    assert "your-host:8080" not in text and "http://your-host" not in text
+    assert "https for the update check" in text and "GET /v1/version/latest over https only" in text
+    assert "FLAKEDROP_ALLOW_CUSTOM_TELEMETRY=true" in text
+    assert "(telemetry.flakedrop.io, api.flakedrop.io, localhost, 127.0.0.1)" in text
+    assert "~/.flakedrop/analytics.json on the first run and wins over FLAKEDROP_TELEMETRY_ENDPOINT" in text
+    assert "edit or delete that file" in text and "Heartbeats come once per CLI run" in text
+    assert "plain http" not in text
+    assert "reached over plain http" in empty_text("http://telemetry.example.org:8080")
+
+
+def test_empty_state_shows_the_address_behind_the_tls_front(client: falcon.testing.TestClient) -> None:
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "telemetry.example.org"}
+    html = client.simulate_get("/", headers=headers).text
+    assert "export FLAKEDROP_TELEMETRY_ENDPOINT=https://telemetry.example.org\n" in html
+    assert "curl -X POST https://telemetry.example.org/v1/events" in html and "plain http" not in html
+
+
+@pytest.mark.parametrize(
+    ("ok", "failed", "tone"),
+    [
+        pytest.param(10, 9, "", id="under-the-volume-guard"),
+        pytest.param(91, 9, "good", id="at-or-below-warning"),
+        pytest.param(80, 20, "warn", id="above-warning"),
+        pytest.param(70, 30, "bad", id="above-critical"),
+    ],
+)
+def test_success_tile_tone_follows_the_alert_thresholds(ok: int, failed: int, tone: str) -> None:
+    counters = {
+        ("deployments", "linux", "1.3.0", "success"): ok,
+        ("deployments", "linux", "1.3.0", "failure"): failed,
+    }
+    html = render_page(Snapshot(counters, {}, {}), [], "v1.3.5", "", 0.0)
+    assert f"<section class='{('tile ' + tone).strip()}' aria-labelledby='k-success-rate'>" in html
 
 
 def test_grafana_link_only_for_an_http_url() -> None:
@@ -460,6 +537,9 @@ def test_empty_state_says_how_to_send_the_first_event(
     assert "No events yet" in text
     assert f"export FLAKEDROP_TELEMETRY_ENDPOINT={server.url}" in text
     assert "POST /v1/events" in text and f"{server.url}/v1/events" in text
+    assert "FLAKEDROP_ALLOW_CUSTOM_TELEMETRY=true" in text and "~/.flakedrop/analytics.json" in text
+    assert "reached over plain http" in text, "the test server is http: the update check cannot reach it"
+    assert page.locator("ul.needs li").count() == 4
     assert page.locator("nav a:has-text('Grafana')").count() == 0, "hidden without --grafana-url"
     assert_dom_equals_stats(page.evaluate(READ_STATS), get_stats(server.url))
     assert page.evaluate(OVERFLOW)[0] <= 375

@@ -113,34 +113,30 @@ def test_expected_files_exist():
 # --- promtool: config and rules --------------------------------------------
 
 
-def prometheus_config_copy(tmp_path: Path, *, with_read_token: bool) -> Path:
+def prometheus_config_copy(tmp_path: Path) -> Path:
     """prometheus.yml with rule_files pointing at the repository's rules.
 
     promtool checks that rule files and credential files exist, so the
-    container paths (/etc/prometheus/...) are rewritten to the repository /
-    a dummy token file.
+    container paths (/etc/prometheus/..., the compose secret) are rewritten to
+    the repository / a dummy token file.
     """
     text = PROMETHEUS_YML.read_text()
     assert "/etc/prometheus/rules/*.yml" in text
     text = text.replace("/etc/prometheus/rules/*.yml", f"{RULES_DIR}/*.yml")
-    if with_read_token:
-        assert "# authorization:" in text, "the commented read-token example is gone"
-        text = uncomment_snippets(text, ("# authorization:",))
-        token = tmp_path / "read_token"
-        token.write_text("dummy-read-token\n")
-        text = text.replace("/etc/prometheus/read_token", str(token))
-        config = yaml.safe_load(text)
-        job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
-        assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
+    token = tmp_path / "read_token"
+    token.write_text("dummy-read-token\n")
+    text = text.replace("/run/secrets/read_token", str(token))
+    config = yaml.safe_load(text)
+    job = next(j for j in config["scrape_configs"] if j["job_name"] == "flakedrop")
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": str(token)}
     path = tmp_path / "prometheus.yml"
     path.write_text(text)
     return path
 
 
-@pytest.mark.parametrize("with_read_token", [False, True], ids=["as-shipped", "read-token-enabled"])
-def test_promtool_check_config(tmp_path, with_read_token):
+def test_promtool_check_config(tmp_path):
     promtool = require_binary("promtool")
-    config = prometheus_config_copy(tmp_path, with_read_token=with_read_token)
+    config = prometheus_config_copy(tmp_path)
     proc = run(promtool, "check", "config", config)
     assert f"SUCCESS: {len(RULE_FILES)} rule files found" in proc.stdout + proc.stderr
 
@@ -157,8 +153,9 @@ def test_prometheus_config_contents():
     assert jobs["flakedrop"]["dns_sd_configs"] == [
         {"names": ["exporter"], "type": "A", "port": 8080, "refresh_interval": "15s"}
     ]
-    # The read token is optional: off by default (a missing file would fail every scrape).
-    assert "authorization" not in jobs["flakedrop"]
+    # The stack always sets a read token: Prometheus sends the compose secret `make env` writes.
+    token = {"type": "Bearer", "credentials_file": "/run/secrets/read_token"}
+    assert jobs["flakedrop"]["authorization"] == token
 
 
 def test_promtool_check_rules():
@@ -456,3 +453,100 @@ def test_alertmanager_inhibits_warning_while_critical_fires(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+# --- thresholds: the rules file and the contract doc say what exporter/contract.py says ---------------
+
+
+def expected_numbers() -> dict[tuple[str, str], list[float]]:
+    """Every number literal each thresholded alert's expression must hold, from exporter/contract.py."""
+    from exporter import contract as c
+
+    return {
+        ("FlakeDropFailureRatioHigh", "critical"): [c.FAILURE_RATIO_CRITICAL, c.MIN_DEPLOYMENTS],
+        ("FlakeDropFailureRatioHigh", "warning"): [c.FAILURE_RATIO_WARNING, c.MIN_DEPLOYMENTS],
+        # 0: the version's ratio must be non-zero; the baseline (rest of the fleet) needs as many deployments
+        ("FlakeDropReleaseRegression", "warning"): [
+            0,
+            c.REGRESSION_FACTOR,
+            c.REGRESSION_MIN_DEPLOYMENTS,
+            c.REGRESSION_MIN_DEPLOYMENTS,
+            c.REGRESSION_MIN_FAILURES,
+        ],
+        ("FlakeDropFailureSpike", "warning"): [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS],
+        # 0: `or 0 * rejected` keeps the ratio defined when nothing was accepted
+        ("FlakeDropRejectsHigh", "warning"): [c.REJECTS_RATIO, 0, c.REJECTS_MIN],
+        ("FlakeDropBackupStale", "warning"): [c.BACKUP_STALE_FACTOR],
+    }
+
+
+def number_literals(expr: str) -> list[float]:
+    """Return the number literals of a PromQL expression, sorted."""
+    promql_parser = pytest.importorskip("promql_parser", reason="pip install promql-parser")
+    found: list[float] = []
+    promql_parser.walk(
+        promql_parser.parse(expr),
+        lambda node: found.append(node.val) if isinstance(node, promql_parser.NumberLiteral) else None,
+        lambda node: None,
+    )
+    return sorted(found)
+
+
+def test_alert_thresholds_are_the_contract_modules():
+    """Change a number in the rules file or in exporter/contract.py alone, and this fails."""
+    rules = {(r["alert"], r["labels"]["severity"]): r for r in alert_rules()}
+    for key, numbers in expected_numbers().items():
+        assert key in rules, f"{key} is missing from the rules"
+        assert number_literals(rules[key]["expr"]) == sorted(numbers), key
+
+
+def test_alert_texts_state_the_contract_numbers():
+    """Summaries and descriptions quote the same thresholds the expressions use."""
+    from exporter import contract as c
+
+    rules = {(r["alert"], r["labels"]["severity"]): r["annotations"] for r in alert_rules()}
+
+    def text(key: tuple[str, str]) -> str:
+        return rules[key]["summary"] + " " + rules[key]["description"]
+
+    for severity, ratio in (("critical", c.FAILURE_RATIO_CRITICAL), ("warning", c.FAILURE_RATIO_WARNING)):
+        said = text(("FlakeDropFailureRatioHigh", severity))
+        assert f"{ratio:.0%}" in said and f"at least {c.MIN_DEPLOYMENTS} deployments" in said, severity
+    said = text(("FlakeDropReleaseRegression", "warning"))
+    assert f"{c.REGRESSION_FACTOR}x" in said
+    assert (
+        f"at least {c.REGRESSION_MIN_DEPLOYMENTS} deployments and {c.REGRESSION_MIN_FAILURES} failures"
+        in said
+    )
+    said = text(("FlakeDropFailureSpike", "warning"))
+    assert f"{c.SPIKE_FACTOR}x" in said and f"at least {c.SPIKE_MIN_DEPLOYMENTS} deployments" in said
+    said = text(("FlakeDropRejectsHigh", "warning"))
+    assert f"{c.REJECTS_RATIO:.0%}" in said and f"at least {c.REJECTS_MIN} rejections" in said
+
+
+def test_contract_doc_states_the_contract_modules_thresholds():
+    from exporter import contract as c
+
+    section = CONTRACT.read_text().split("## Alert thresholds", 1)[1]
+    bullets = {line.split(":")[0]: line for line in re.split(r"\n(?=- )", section) if line.startswith("- ")}
+
+    def numbers(name: str) -> list[float]:
+        return [float(n) for n in re.findall(r"`(\d+(?:\.\d+)?)x?`", bullets[name])]
+
+    assert numbers("- Fleet failure ratio over 1h") == [
+        c.FAILURE_RATIO_WARNING,
+        c.FAILURE_RATIO_CRITICAL,
+        c.MIN_DEPLOYMENTS,
+    ]
+    assert numbers("- Release regression") == [
+        c.REGRESSION_FACTOR,
+        c.REGRESSION_MIN_DEPLOYMENTS,
+        c.REGRESSION_MIN_FAILURES,
+    ]
+    assert numbers("- Failure spike") == [c.SPIKE_MIN_RATIO, c.SPIKE_FACTOR, c.SPIKE_MIN_DEPLOYMENTS]
+    assert numbers("- Rejects") == [c.REJECTS_RATIO, c.REJECTS_MIN]
+    assert numbers("- Backups")[:1] == [c.BACKUP_STALE_FACTOR]
+    assert numbers("- Upgrade lag (Releases board only, no alert)") == [
+        c.UPGRADE_LAG_WARNING,
+        c.UPGRADE_LAG_CRITICAL,
+    ]

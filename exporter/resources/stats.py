@@ -6,7 +6,8 @@ from collections.abc import Callable
 
 import falcon
 
-from exporter.stats import build_stats
+from exporter.aggregates import fold
+from exporter.stats import stats_document
 from exporter.store import Store
 
 
@@ -21,5 +22,5 @@ class StatsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Return the current stats, never cached."""
         now = self.clock()
-        resp.media = build_stats(self.store.snapshot(now), self.latest_version, now)
+        resp.media = stats_document(fold(self.store.snapshot(now), self.latest_version, now))
         resp.cache_control = ["no-store"]
