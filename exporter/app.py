@@ -229,7 +229,7 @@ def build_service(
         clock,
         max_body_bytes=config.max_body_bytes,
         max_batch=config.max_batch,
-        arrivals=getattr(store, "arrivals", None),
+        arrivals=store.arrivals,
     )
 
     middleware: list[Any] = [MetricsMiddleware(metrics), AuthMiddleware(config.read_token)]

@@ -12,28 +12,16 @@ import json
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from exporter.errors import InvalidEvent, StoreUnavailable, TelemetryError
 from exporter.metrics import Metrics
 from exporter.normalize import Event, normalize
-from exporter.store import Record, Store
+from exporter.store import Arrivals, Record, Store
 from exporter.store.base import dedup_stamp
 from exporter.wire import Readable, check_content_type, parse_json, read_body, split_batch
 
 OK_BODY = b'{"status": "ok"}'  # what the reference server answers to one event; the same bytes every time
-
-
-class Arrivals(Protocol):
-    """A group-commit hint: a request carrying records is being parsed (announce) or is ready (withdraw)."""
-
-    def announce(self) -> None:
-        """Note that a request with records is on its way."""
-        ...
-
-    def withdraw(self) -> None:
-        """End an announce()."""
-        ...
 
 
 @dataclass(frozen=True)
