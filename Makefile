@@ -42,7 +42,7 @@ test: system-deps $(VENV)/.installed-test lint ## Install what the tests need, l
 
 mutation: $(VENV)/.installed-test ## Mutation testing of normalize, ingest and the planner (mutmut); prints the kill rate
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children 2 >/dev/null || true
+	HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children 2 >/dev/null || true
 	$(BIN)/python .ci/kill_rate.py
 
 bench: system-deps $(VENV)/.installed-test ## Run the benchmarks, write bench/RESULTS.md (BENCH_ARGS="--baseline REF" adds a before/after)

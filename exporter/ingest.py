@@ -42,6 +42,9 @@ class Reply:
     data: bytes
 
 
+OK_REPLY = Reply(200, OK_BODY)  # frozen, so one shared instance serves every single-event request
+
+
 class UserHasher:
     """Re-hashes client user ids with a keyed HMAC, so the store never holds an id as received."""
 
@@ -134,11 +137,12 @@ class Ingestor:
         except TelemetryError as exc:
             self.metrics.count_rejection(exc.reason)
             raise
-        for reason, count in Counter(item["reason"] for item in rejected).items():
-            self.metrics.count_rejection(reason, count)
+        if rejected:  # counted before the commit, which may still fail for the valid ones
+            for reason, count in Counter(item["reason"] for item in rejected).items():
+                self.metrics.count_rejection(reason, count)
         counted = self._commit(records)
         if not is_batch:
-            return Reply(200, OK_BODY)
+            return OK_REPLY
         body = {"accepted": counted, "duplicates": len(records) - counted, "rejected": rejected}
         if not records:
             return Reply(400, json.dumps(invalid_batch(body)).encode())

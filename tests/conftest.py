@@ -9,11 +9,17 @@ from pathlib import Path
 
 import falcon.testing
 import pytest
+from hypothesis import settings
 from prometheus_client import CollectorRegistry
 
 from exporter.app import create_app
 from exporter.config import Config
 from exporter.store.sqlite import SQLiteStore
+
+# `make mutation` runs the tests once per mutant: a smaller example budget keeps that to minutes.
+settings.register_profile("mutation", max_examples=20)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 NOW = 1_795_860_000.0  # 2026-11-28T09:20:00Z, a fixed "now" for deterministic windows
 
