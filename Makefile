@@ -40,10 +40,17 @@ check: lint ## The inner loop (under a minute): lint, mypy, the fast tests (no r
 test: system-deps $(VENV)/.installed-test lint ## Install what the tests need, lint, mypy, the whole pytest suite
 	$(BIN)/pytest
 
-mutation: $(VENV)/.installed-test ## Mutation testing of normalize, ingest and the planner (mutmut); prints the kill rate
+# mutmut 3.8 reads a pytest internal that pytest 9 removed: it runs in its own venv with pytest 8.
+MUT := .venv-mutation/bin
+$(MUT)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv .venv-mutation
+	$(MUT)/pip install --quiet -e '.[test]' 'pytest>=8,<9'
+	@touch $@
+
+mutation: $(MUT)/.installed ## Mutation testing of normalize, ingest and the planner (mutmut); prints the kill rate
 	rm -rf mutants
-	HYPOTHESIS_PROFILE=mutation $(BIN)/mutmut run --max-children 2 >/dev/null || true
-	$(BIN)/python .ci/kill_rate.py
+	HYPOTHESIS_PROFILE=mutation $(MUT)/mutmut run --max-children 2 >/dev/null || true
+	$(MUT)/python .ci/kill_rate.py
 
 bench: system-deps $(VENV)/.installed-test ## Run the benchmarks, write bench/RESULTS.md (BENCH_ARGS="--baseline REF" adds a before/after)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
