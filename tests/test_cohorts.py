@@ -307,3 +307,24 @@ def test_real_server_with_its_clock_moved_between_restarts(tmp_path: Path) -> No
         ("2026-W42", "0"): 1,
         ("2026-W42", "1"): 0,
     }
+
+
+def test_stickiness_single_version_and_runs_per_active_user() -> None:
+    """Stickiness is 1d / 30d actives; one real version label is flagged; runs per user use the last full day."""
+    from exporter.aggregates import runs_per_active_user
+    from exporter.stats import stats_document
+    from exporter.store import DailyRow, Snapshot
+
+    counters = {("users", "linux", "1.3.0", "amd64"): 4, ("heartbeats", "linux", "unknown", "amd64"): 2}
+    view = fold(Snapshot(counters, {"1d": 1, "7d": 2, "30d": 4}, {}), "v1.3.5", 0.0)
+    assert view.stickiness == 0.25 and view.single_version
+    two = {**counters, ("heartbeats", "linux", "1.2.0", "amd64"): 1}
+    assert not fold(Snapshot(two, {}, {}), "v1.3.5", 0.0).single_version
+    assert fold(Snapshot({}, {}, {}), "v1.3.5", 0.0).stickiness is None
+    full = DailyRow("2026-10-05", 0, 0, 0, 0, {"1.3.0": 3, "1.2.0": 1}, heartbeats=10)
+    today = DailyRow("2026-10-06", 0, 0, 0, 0, {"1.3.0": 1}, heartbeats=7)
+    assert full.active_users == 4 and runs_per_active_user(full) == 2.5
+    assert stats_document(view, [full, today])["runs_per_active_user_1d"] == 2.5
+    empty = DailyRow("2026-10-05", 0, 0, 0, 0, {})
+    assert stats_document(view, [empty, today])["runs_per_active_user_1d"] == 7.0
+    assert stats_document(view)["runs_per_active_user_1d"] is None
