@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import IO
 
 from exporter import __version__
-from exporter.app import KEY_FILE
+from exporter.errors import StoreError
 from exporter.ingest import UserHasher
 from exporter.store.base import SCHEMA_VERSION
 from exporter.store.sqlite import APPLICATION_ID
+from exporter.userkey import key_path, read_key
 
 FORMAT_VERSION = 1
 DB_FILE = "telemetry.db"
@@ -53,15 +54,14 @@ def key_material(data_dir: str | Path, user_id_key: str) -> KeyMaterial:
     """Return the server's key: only the fingerprint of --user-id-key, else the data dir's key file."""
     if user_id_key:
         return KeyMaterial(None, UserHasher(user_id_key.encode("utf-8")).fingerprint())
-    path = Path(data_dir) / KEY_FILE
+    path = key_path(data_dir)
     try:
-        text = path.read_text().strip()
-        key = bytes.fromhex(text)
+        key = read_key(path)
     except FileNotFoundError:
         raise BackupError(
             f"no user-id key at {path}; point --data-dir at the server's data dir, or pass its --user-id-key"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, StoreError) as exc:
         raise BackupError(f"cannot read the user-id key {path}: {exc}") from None
     return KeyMaterial(key.hex(), UserHasher(key).fingerprint())
 
@@ -201,7 +201,7 @@ def backup_sqlite(
             try:
                 os.chmod(tmp, 0o600)  # it holds the user-id key
                 src.execute("BEGIN")  # one read transaction: the copy is the store as of one commit
-                src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                check_fingerprint(src, key)  # before copying every page, not after
 
                 def step(status: int, remaining: int, total: int) -> None:
                     if progress:
@@ -224,15 +224,19 @@ def backup_sqlite(
     return value
 
 
-def _add_meta(dst: sqlite3.Connection, key: KeyMaterial, now: float) -> None:
-    """Make the copy self-contained (rollback journal) and add the backup_meta table to it."""
-    dst.execute("PRAGMA journal_mode = DELETE")
-    stored = dst.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
+def check_fingerprint(src: sqlite3.Connection, key: KeyMaterial) -> None:
+    """Refuse a key other than the one the store was filled with (its restore would count users twice)."""
+    stored = src.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
     if stored and stored[0] != key.fingerprint:
         raise BackupError(
             "the user-id key given does not match the one this store was filled with; a restore would count "
             "every user twice (use the server's own --data-dir or --user-id-key)"
         )
+
+
+def _add_meta(dst: sqlite3.Connection, key: KeyMaterial, now: float) -> None:
+    """Make the copy self-contained (rollback journal) and add the backup_meta table to it."""
+    dst.execute("PRAGMA journal_mode = DELETE")
     rows = {
         "format_version": str(FORMAT_VERSION),
         "schema_version": str(dst.execute("PRAGMA user_version").fetchone()[0]),

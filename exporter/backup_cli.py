@@ -9,6 +9,7 @@ from pathlib import Path
 from exporter.backup import BackupError, key_material, progress_bar, require_store, sqlite_path, take_backup
 from exporter.config import SettingError, resolve
 from exporter.restore import restore, verify
+from exporter.userkey import key_path
 
 COMMANDS = ("backup", "verify", "restore")
 PROG = "flakedrop-telemetry"
@@ -87,7 +88,7 @@ def _backup(args: argparse.Namespace) -> int:
     if key is None:
         take_backup(url, dest, None)
         print(
-            f"{PROG}: NOTE: a pg_dump archive holds no user-id key; keep {config.data_dir}/user-id.key "
+            f"{PROG}: NOTE: a pg_dump archive holds no user-id key; keep {key_path(config.data_dir)} "
             "or your --user-id-key with it",
             file=sys.stderr,
         )
