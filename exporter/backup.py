@@ -26,12 +26,12 @@ from typing import IO
 from exporter import __version__
 from exporter.errors import StoreError
 from exporter.ingest import UserHasher
+from exporter.store import sqlite_file
 from exporter.store.base import SCHEMA_VERSION
 from exporter.store.sqlite import APPLICATION_ID
 from exporter.userkey import key_path, read_key
 
 FORMAT_VERSION = 1
-DB_FILE = "telemetry.db"
 HASH_LEN = 64
 PLACEHOLDER = b"0" * HASH_LEN
 CHUNK = 1 << 20
@@ -64,11 +64,6 @@ def key_material(data_dir: str | Path, user_id_key: str) -> KeyMaterial:
     except (OSError, StoreError) as exc:
         raise BackupError(f"cannot read the user-id key {path}: {exc}") from None
     return KeyMaterial(key.hex(), UserHasher(key).fingerprint())
-
-
-def sqlite_path(store_url: str) -> Path | None:
-    """Return the file of a sqlite:/// store URL, or None for another scheme."""
-    return Path(store_url[len("sqlite:///") :]) if store_url.startswith("sqlite:///") else None
 
 
 def fsync_dir(path: Path) -> None:
@@ -299,7 +294,7 @@ def take_backup(
     clock: Callable[[], float] = time.time,
 ) -> str:
     """Back up the store at store_url into dest; return the hash ('' for a pg_dump archive)."""
-    path = sqlite_path(store_url)
+    path = sqlite_file(store_url)
     if path is None:
         if not store_url.startswith(("postgresql://", "postgres://")):
             raise BackupError(f"cannot back up a store URL of this kind: {store_url.split('://')[0]}://")

@@ -6,9 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.backup import BackupError, key_material, progress_bar, require_store, sqlite_path, take_backup
+from exporter.backup import BackupError, key_material, progress_bar, require_store, take_backup
 from exporter.config import SettingError, resolve
 from exporter.restore import restore, verify
+from exporter.store import sqlite_file
 from exporter.userkey import key_path
 
 COMMANDS = ("backup", "verify", "restore")
@@ -75,7 +76,7 @@ def _backup(args: argparse.Namespace) -> int:
     if not dest.parent.is_dir():
         raise BackupError(f"the directory {dest.parent} does not exist")
     url = config.store_url
-    path = sqlite_path(url)
+    path = sqlite_file(url)
     if path:
         require_store(path)
     key = key_material(config.data_dir, config.user_id_key) if path else None

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.backup import (
-    DB_FILE,
     FORMAT_VERSION,
     HASH_LEN,
     BackupError,
@@ -19,6 +18,7 @@ from exporter.backup import (
     fsync_dir,
     staged,
 )
+from exporter.config import DB_FILE
 from exporter.errors import StoreError
 from exporter.ingest import UserHasher
 from exporter.store.base import SCHEMA_VERSION

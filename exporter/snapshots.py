@@ -13,8 +13,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.backup import BackupError, key_material, sqlite_path, take_backup
+from exporter.backup import BackupError, key_material, take_backup
 from exporter.config import Config
+from exporter.store import sqlite_file
 
 log = logging.getLogger(__name__)
 # telemetry-20261201T084103.123Z.db: UTC to the millisecond, so names sort in time order.
@@ -48,7 +49,7 @@ class Snapshots(threading.Thread):
         super().__init__(name="snapshots", daemon=True)
         self.config = config
         self.directory = Path(config.backup_dir)
-        self.suffix = "db" if sqlite_path(config.store_url) else "pgdump"
+        self.suffix = "db" if sqlite_file(config.store_url) else "pgdump"
         self.clock = clock
         self.stopped = threading.Event()
         self.last_success = Gauge(
