@@ -10,7 +10,8 @@ from typing import Any, TypeVar
 
 from exporter.errors import StoreUnavailable
 from exporter.store.base import DailyRow, Snapshot
-from exporter.store.sql import Backend, count_users, read_daily, read_snapshot, safe_close
+from exporter.store.reads import count_users, read_daily, read_snapshot
+from exporter.store.sql import Backend, safe_close
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
