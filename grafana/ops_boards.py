@@ -6,18 +6,20 @@ from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from panels import (
     CRITICAL,
     FAILED,
+    LOWER_BOUND,
     OS_VERSION,
     WARNING,
     board,
     datasource_variable,
     dedup,
-    deployments,
     failure_ratio,
     graph,
     grid,
+    in_bucket,
     instant_table,
     label_variable,
     os_version_variables,
+    per_bucket,
     query,
     ratio_thresholds,
     single,
@@ -126,19 +128,27 @@ def reliability() -> dashboard_builders.Dashboard:
             )
         )
         .with_panel(
-            graph(
-                "Failures per second by version",
-                "Failed deployments per second by version.",
-                "ops",
-                [query(f"sum by (version) ({deployments(FAILED + OS_VERSION)})", legend="{{version}}")],
+            per_bucket(
+                "Failed deployments per hour by version",
+                f"Failed deployments reported in each hour by version; {LOWER_BOUND}.",
+                [
+                    query(
+                        f"sum by (version) ({in_bucket('flakedrop_deployments_total', FAILED + OS_VERSION)})",
+                        legend="{{version}}",
+                    )
+                ],
             )
         )
         .with_panel(
-            graph(
-                "Failures per second by OS",
-                "Failed deployments per second by OS.",
-                "ops",
-                [query(f"sum by (os) ({deployments(FAILED + OS_VERSION)})", legend="{{os}}")],
+            per_bucket(
+                "Failed deployments per hour by OS",
+                f"Failed deployments reported in each hour by OS; {LOWER_BOUND}.",
+                [
+                    query(
+                        f"sum by (os) ({in_bucket('flakedrop_deployments_total', FAILED + OS_VERSION)})",
+                        legend="{{os}}",
+                    )
+                ],
             )
         )
         .with_row(dashboard_builders.Row("Alerts"))

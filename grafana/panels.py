@@ -28,6 +28,11 @@ FAILED = 'outcome="failure",'
 WARNING = f"{contract.FAILURE_RATIO_WARNING:.2f}"
 CRITICAL = f"{contract.FAILURE_RATIO_CRITICAL:.2f}"
 
+# Bars of counts per bucket: each bar is increase() over $__interval, never shorter than the bucket, and
+# with this many bars at most Grafana keeps hourly buckets up to a 90-day range.
+MAX_BARS = 24 * 90
+LOWER_BOUND = "a lower bound: the client drops some config and deployment events when it exits first"
+
 PanelBuilder = Any  # any grafana_foundation_sdk panel builder (timeseries.Panel, stat.Panel, ...)
 
 
@@ -295,3 +300,62 @@ def failure_ratio(by: str, window: str = "$__rate_interval") -> str:
         return f"sum{group} ({store_counter('flakedrop_deployments_total', outcome + OS_VERSION, window)})"
 
     return part(FAILED) + "\n/\n" + part("")
+
+
+def in_bucket(metric: str, selector: str = "") -> str:
+    """Return a store-backed counter's increase within each bar's bucket ($__interval), deduplicated."""
+    return store_counter(metric, selector, "$__interval", "increase")
+
+
+def per_bucket(
+    title: str,
+    description: str,
+    targets: Sequence[prometheus.Dataquery],
+    bucket: str = "1h",
+    width: int = 12,
+    stacked: bool = False,
+) -> timeseries.Panel:
+    """Return bars of counts per bucket (at fleet scale, per-second rates read 0.0002)."""
+    stacking = common.StackingMode.NORMAL if stacked else None
+    panel = graph(title, description, "short", targets, width=width, stacking=stacking)
+    return (
+        panel.draw_style(common.GraphDrawStyle.BARS)
+        .fill_opacity(70)
+        .interval(bucket)
+        .max_data_points(MAX_BARS)
+        .min(0)
+    )
+
+
+def cohort_matrix(title: str, description: str, expr: str, unit: str, weeks: int) -> table.Panel:
+    """Return a cohort x weeks-since table of an instant query over the cohort gauges, shaded by value."""
+    corner = "cohort\\weeks_since"  # the first column groupingToMatrix names after its row and column fields
+    matrix = dashboard_models.DataTransformerConfig(
+        id_val="groupingToMatrix",
+        options={
+            "columnField": "weeks_since",
+            "rowField": "cohort",
+            "valueField": "Value",
+            "emptyValue": "empty",
+        },
+    )
+    order = dashboard_models.DataTransformerConfig(
+        id_val="organize",
+        options={
+            "indexByName": {corner: 0} | {str(k): k + 1 for k in range(weeks)},
+            "renameByName": {corner: "Cohort"} | {str(k): f"+{k}w" for k in range(weeks)},
+        },
+    )
+    panel = with_basics(table.Panel(), title, description, unit, 24, 9)
+    return (
+        panel.with_target(instant_table(expr))
+        .with_transformation(matrix)
+        .with_transformation(order)
+        .cell_options(
+            common.TableColoredBackgroundCellOptions(mode=common.TableCellBackgroundDisplayMode.GRADIENT)
+        )
+        .color_scheme(
+            dashboard_builders.FieldColor().mode(dashboard_models.FieldColorModeId.CONTINUOUS_BL_PU)
+        )
+        .min(0)
+    )

@@ -6,15 +6,18 @@ from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 from grafana_foundation_sdk.models import common
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 from panels import (
+    LOWER_BOUND,
     OS_VERSION,
     bars,
     board,
+    cohort_matrix,
     datasource_variable,
     dedup,
-    deployments,
     failure_ratio,
     graph,
+    in_bucket,
     os_version_variables,
+    per_bucket,
     pie,
     query,
     ratio_thresholds,
@@ -24,6 +27,8 @@ from panels import (
 )
 
 from exporter import contract
+
+RETENTION_WEEKS = 12  # PLACEHOLDER until the settings land
 
 
 def overview() -> dashboard_builders.Dashboard:
@@ -35,8 +40,15 @@ def overview() -> dashboard_builders.Dashboard:
     )
     configs = store_counter("flakedrop_configs_created_total", OS_VERSION, "$__range", "increase")
     all_users = f"sum({dedup('flakedrop_users')})"
+    active_1d = "sum(" + dedup('flakedrop_active_users{window="1d"}') + ")"
+    active_30d = "sum(" + dedup('flakedrop_active_users{window="30d"}') + ")"
+    retained = dedup("flakedrop_cohort_retained_users")
     return (
-        board("flakedrop-overview", "FlakeDrop / Overview", "Who uses FlakeDrop, how much, and on what.")
+        board(
+            "flakedrop-overview",
+            "FlakeDrop / Overview",
+            "Who uses FlakeDrop, how much, whether they stay, and on what.",
+        )
         .variables([datasource_variable(), *os_version_variables()])
         .with_row(dashboard_builders.Row("Users"))
         .with_panel(
@@ -67,7 +79,8 @@ def overview() -> dashboard_builders.Dashboard:
         .with_panel(
             single(
                 "Activation",
-                "Share of all users who ran at least one real deployment, and share who created a config.",
+                "Share of all users who ran at least one real deployment, and share who created a config "
+                f"({LOWER_BOUND}).",
                 "percentunit",
                 [
                     query(
@@ -90,7 +103,9 @@ def overview() -> dashboard_builders.Dashboard:
         .with_panel(
             single(
                 "Users on latest release",
-                "Share of all users whose last seen version is the latest release.",
+                "Share of all users whose last seen version is the latest release. When every client reports "
+                "the same version (the shipped v1.3.x builds all send v1.3.0), this reads 0% or 100% and says "
+                "nothing about upgrades.",
                 "percentunit",
                 [query(f"sum({dedup('flakedrop_users_on_latest')}) / {all_users}", instant=True)],
             )
@@ -99,7 +114,7 @@ def overview() -> dashboard_builders.Dashboard:
         .with_panel(
             single(
                 "Deployments in range",
-                "Real (non-dry-run) deployments reported in the selected time range.",
+                f"Real (non-dry-run) deployments reported in the selected time range; {LOWER_BOUND}.",
                 "short",
                 [query(f"sum({in_range})", instant=True)],
                 width=8,
@@ -108,7 +123,7 @@ def overview() -> dashboard_builders.Dashboard:
         .with_panel(
             single(
                 "Deployment success rate",
-                "Successful / all deployments in the selected time range.",
+                "Successful / all deployments reported in the selected time range.",
                 "percentunit",
                 [query(f"sum({successes})\n/\nsum({in_range})", instant=True)],
                 width=8,
@@ -117,31 +132,93 @@ def overview() -> dashboard_builders.Dashboard:
         .with_panel(
             single(
                 "Configs created",
-                "Setups (config_created events) in the selected time range.",
+                f"Setups (config_created events) in the selected time range; {LOWER_BOUND}.",
                 "short",
                 [query(f"sum({configs})", instant=True)],
                 width=8,
             )
         )
         .with_panel(
-            graph(
-                "Deployments per second by outcome",
-                "Rate of reported deployments, split into success and failure.",
-                "ops",
-                [query(f"sum by (outcome) ({deployments(OS_VERSION)})", legend="{{outcome}}")],
+            per_bucket(
+                "Deployments per hour by outcome",
+                f"Deployments reported in each hour, success and failure stacked; {LOWER_BOUND}.",
+                [
+                    query(
+                        f"sum by (outcome) ({in_bucket('flakedrop_deployments_total', OS_VERSION)})",
+                        legend="{{outcome}}",
+                    )
+                ],
+                stacked=True,
             )
         )
         .with_panel(
-            graph(
-                "Events per second by type",
-                "Accepted events per second by event type (all OSes and versions).",
-                "ops",
-                [
-                    query(
-                        f"sum by (type) ({store_counter('flakedrop_events_total')})",
-                        legend="{{type}}",
-                    )
-                ],
+            per_bucket(
+                "Configs created per hour",
+                f"config_created events in each hour; {LOWER_BOUND}.",
+                [query(f"sum({in_bucket('flakedrop_configs_created_total', OS_VERSION)})", legend="configs")],
+            )
+        )
+        .with_row(dashboard_builders.Row("CLI runs"))
+        .with_panel(
+            single(
+                "CLI runs per active user per day",
+                "CLI runs (one heartbeat per run) in the last day, divided by the users active in the last day "
+                "(all OSes and versions: active users have no such labels). The page and /stats show the same "
+                "figure for the current UTC day.",
+                "short",
+                [query(f"sum({in_bucket('flakedrop_heartbeats_total')})\n/\n{active_1d}", instant=True)],
+                width=6,
+            ).interval("1d")
+        )
+        .with_panel(
+            single(
+                "Stickiness",
+                "Users active in the last day / users active in the last 30 days: the share of the month's "
+                "users who use FlakeDrop on a given day.",
+                "percentunit",
+                [query(f"{active_1d}\n/\n{active_30d}", instant=True)],
+                width=6,
+            )
+        )
+        .with_panel(
+            per_bucket(
+                "CLI runs per hour",
+                "CLI runs in each hour: the client sends one heartbeat per run, not one per day.",
+                [query(f"sum({in_bucket('flakedrop_heartbeats_total', OS_VERSION)})", legend="CLI runs")],
+            )
+        )
+        .with_panel(
+            per_bucket(
+                "Events per hour by type",
+                "Accepted events in each hour by type (all OSes and versions); a heartbeat is one CLI run.",
+                [query(f"sum by (type) ({in_bucket('flakedrop_events_total')})", legend="{{type}}")],
+                width=24,
+            ).with_transformation(
+                dashboard_models.DataTransformerConfig(
+                    id_val="renameByRegex",
+                    options={"regex": "^heartbeat$", "renamePattern": "heartbeat (CLI runs)"},
+                )
+            )
+        )
+        .with_row(dashboard_builders.Row("Retention"))
+        .with_panel(
+            cohort_matrix(
+                "Weekly cohort retention",
+                "Of the users first seen in each ISO week (server time, UTC), the share with an accepted event "
+                "in each later week (+0w is the cohort itself, 100%). Columns start when a week has begun.",
+                f"{retained}\n/ on (cohort) group_left\n{dedup('flakedrop_cohort_users')}",
+                "percentunit",
+                RETENTION_WEEKS,
+            ).max(1)
+        )
+        .with_panel(
+            cohort_matrix(
+                "Weekly cohort retention (users)",
+                "The same table as counts: users of each weekly cohort active in each later week; "
+                "+0w is the cohort's size.",
+                retained,
+                "short",
+                RETENTION_WEEKS,
             )
         )
         .with_panel(
