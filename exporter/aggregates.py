@@ -5,12 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
-from exporter.normalize import UNKNOWN, canonical_version
+from exporter.normalize import OTHER, UNKNOWN, canonical_version
 from exporter.store import Snapshot
-from exporter.store.base import WINDOWS
+from exporter.store.base import WINDOWS, DailyRow
+from exporter.weeks import week_index, week_label
 
 Labels = tuple[str, str, str]
+_VERSIONED = frozenset({"users", "deployments", "configs", "heartbeats"})  # counter families keyed by version
 
 
 def ratio(part: int, whole: int) -> float | None:
@@ -25,6 +28,49 @@ def version_key(version: str) -> tuple[int, tuple[int, int, int, int, str], str]
     core, _, pre = version.partition("-")
     major, minor, patch = (int(part) for part in core.split("."))
     return (0, (major, minor, patch, 0 if pre else 1, pre), version)
+
+
+def runs_per_active_user(day: DailyRow) -> float | None:
+    """Return one day's CLI runs (heartbeats) per user active that day, or None without active users."""
+    return ratio(day.heartbeats, day.active_users)
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """One weekly cohort: its users, and how many of them were active k weeks later (retained[0] == users)."""
+
+    label: str
+    users: int
+    retained: tuple[int, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the cohort as /stats shows it."""
+        return {"cohort": self.label, "users": self.users, "retained": list(self.retained)}
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Weekly cohort retention: the last cohorts, oldest first, each with a column per week begun."""
+
+    period: str
+    cohorts: tuple[Cohort, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the /stats `retention` document."""
+        return {"period": self.period, "cohorts": [cohort.to_dict() for cohort in self.cohorts]}
+
+
+def retention(cells: Mapping[tuple[int, int], int], now: float, max_cohorts: int, max_weeks: int) -> Retention:
+    """Return the cohorts of the last max_cohorts weeks up to now's week that have users, at most max_weeks each."""
+    current = week_index(now)
+    cohorts = []
+    for cohort in range(current - max_cohorts + 1, current + 1):
+        users = cells.get((cohort, 0), 0)
+        if users <= 0:
+            continue
+        weeks = min(max_weeks, current - cohort + 1)
+        cohorts.append(Cohort(week_label(cohort), users, tuple(cells.get((cohort, k), 0) for k in range(weeks))))
+    return Retention("week", tuple(cohorts))
 
 
 def _frozen(counts: Mapping[str, int]) -> Mapping[str, int]:
@@ -58,6 +104,8 @@ class Aggregates:
     latest: str  # canonical, as the version labels spell it
     users_on_latest: int
     now: float
+    retention: Retention
+    single_version: bool  # the fleet only ever reported one real version label, so "on latest" says little
 
     @property
     def total_deployments(self) -> int:
@@ -80,13 +128,20 @@ class Aggregates:
         return ratio(self.users_on_latest, self.unique_users)
 
     @property
+    def stickiness(self) -> float | None:
+        """Return users active in 1d / users active in 30d, or None without users active in 30d."""
+        return ratio(self.active["1d"], self.active["30d"])
+
+    @property
     def is_empty(self) -> bool:
         """Return True until the store has counted any event or user."""
         return self.total_events == 0 and self.unique_users == 0
 
 
-def fold(snap: Snapshot, latest_version: str, now: float) -> Aggregates:
-    """Fold one snapshot into the view in a single pass over its counters."""
+def fold(
+    snap: Snapshot, latest_version: str, now: float, *, max_cohorts: int = 12, max_weeks: int = 12
+) -> Aggregates:
+    """Fold one snapshot into the view in a single pass over its counters (cohorts bounded as given)."""
     by_os: dict[str, int] = {}
     by_version: dict[str, int] = {}
     by_arch: dict[str, int] = {}
@@ -95,8 +150,11 @@ def fold(snap: Snapshot, latest_version: str, now: float) -> Aggregates:
     totals: dict[str, int] = {}
     events: dict[str, int] = {}
     flags: dict[str, int] = {}
+    versions: set[str] = set()  # every version label reported, zero or not (counters of events never drop)
     for (name, a, b, c), value in snap.counters.items():
         totals[name] = totals.get(name, 0) + value
+        if name in _VERSIONED:
+            versions.add(b)
         if name == "users":  # the most numerous keys: two sums here, os and version from by_os_version below
             by_arch[c] = by_arch.get(c, 0) + value
             by_os_version[(a, b)] = by_os_version.get((a, b), 0) + value
@@ -136,6 +194,8 @@ def fold(snap: Snapshot, latest_version: str, now: float) -> Aggregates:
         latest=latest,
         users_on_latest=by_version.get(latest, 0),
         now=now,
+        retention=retention(snap.cohorts, now, max_cohorts, max_weeks),
+        single_version=len(versions - {UNKNOWN, OTHER}) == 1,
     )
 
 

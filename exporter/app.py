@@ -220,6 +220,7 @@ def build_service(
             config.latest_version,
             release_timestamp(config.latest_release_date),
             on_error=metrics.store_errors.labels("read").inc,
+            bounds=config.cohort_bounds,
         )
     )
     ingestor = Ingestor(
@@ -248,9 +249,9 @@ def build_service(
             config.latest_version, config.latest_release_date, config.update_url, config.latest_critical
         ),
     )
-    app.add_route("/stats", StatsResource(store, config.latest_version, clock))
+    app.add_route("/stats", StatsResource(store, config.latest_version, clock, config.cohort_bounds))
     app.add_route("/metrics", MetricsResource(registry))
-    app.add_route("/", PageResource(store, config.latest_version, config.grafana_url, clock))
+    app.add_route("/", PageResource(store, config.latest_version, config.grafana_url, clock, config.cohort_bounds))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
     app.add_route("/openapi.json", OpenAPIResource())

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.weeks import MAX_WEEKS
+
 ENV_PREFIX = "FLAKEDROP_TELEMETRY_"
 
 
@@ -133,6 +135,10 @@ class Config:
         0,
         "Delete per-user rows of users inactive longer than this (0 keeps them forever).",
     )
+    retention_cohorts: int = setting(
+        12, "Weekly cohorts shown in the retention table, /stats and /metrics (the latest weeks, 1-62)."
+    )
+    retention_weeks: int = setting(12, "Weeks since the cohort shown for each cohort (columns, 1-62).")
     grafana_url: str = setting(
         "",
         "Grafana URL linked from the page at / (hidden when empty).",
@@ -141,6 +147,11 @@ class Config:
     backup_dir: str = setting("", "Directory for scheduled snapshots of the store (empty: no snapshots).")
     backup_interval: int = setting(3600, "Seconds between scheduled snapshots.")
     backup_keep: int = setting(24, "Scheduled snapshots kept; older ones are deleted.")
+
+    @property
+    def cohort_bounds(self) -> dict[str, int]:
+        """Return the retention table's bounds as fold() takes them (max_cohorts, max_weeks)."""
+        return {"max_cohorts": self.retention_cohorts, "max_weeks": self.retention_weeks}
 
     @property
     def store_url(self) -> str:
@@ -265,6 +276,8 @@ def validate(config: Config) -> None:
         (config.max_versions >= 1, "--max-versions must be at least 1"),
         (config.dedup_window >= 0, "--dedup-window must be 0 or more"),
         (config.retention_days >= 0, "--retention-days must be 0 or more"),
+        (1 <= config.retention_cohorts <= MAX_WEEKS, f"--retention-cohorts must be between 1 and {MAX_WEEKS}"),
+        (1 <= config.retention_weeks <= MAX_WEEKS, f"--retention-weeks must be between 1 and {MAX_WEEKS}"),
         (config.rate_limit >= 0, "--rate-limit must be 0 or more"),
         (config.rate_burst >= 1, "--rate-burst must be at least 1"),
         (config.backup_interval >= 1, "--backup-interval must be at least 1"),

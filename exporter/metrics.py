@@ -187,7 +187,9 @@ class StoreCollector(Collector):
         latest_version: str,
         latest_release_ts: float | None,
         on_error: Callable[[], None] | None = None,
+        bounds: Mapping[str, int] | None = None,
     ) -> None:
+        self.bounds = dict(bounds or {})  # fold()'s max_cohorts / max_weeks (the settings)
         self.store = store
         self.clock = clock
         self.latest_version = latest_version
@@ -204,7 +206,7 @@ class StoreCollector(Collector):
                 self.on_error()
             log.warning("store unavailable during scrape; store-backed families omitted")
             return
-        yield from families(fold(snap, self.latest_version, now), self.latest_release_ts)
+        yield from families(fold(snap, self.latest_version, now, **self.bounds), self.latest_release_ts)
 
 
 def _counter(name: str, documentation: str, labels: list[str], series: Mapping[Labels, int]) -> Metric:
@@ -282,9 +284,28 @@ def families(view: Aggregates, release_ts: float | None) -> Iterator[Metric]:
     )
     info.add_metric([view.latest], 1)
     yield info
+    yield from cohort_families(view)
     if release_ts is not None:
         yield GaugeMetricFamily(
             "flakedrop_latest_release_timestamp_seconds",
             "Release date of the latest release, as a Unix time in seconds.",
             value=release_ts,
         )
+
+
+def cohort_families(view: Aggregates) -> Iterator[Metric]:
+    """Build the two retention gauges: at most max_cohorts x max_weeks series, as fold() bounded them."""
+    users = GaugeMetricFamily(
+        "flakedrop_cohort_users", "Users first seen in the ISO week (server time).", labels=["cohort"]
+    )
+    retained = GaugeMetricFamily(
+        "flakedrop_cohort_retained_users",
+        "Users of the weekly cohort with an accepted event weeks_since weeks later (0: the cohort's size).",
+        labels=["cohort", "weeks_since"],
+    )
+    for cohort in view.retention.cohorts:
+        users.add_metric([cohort.label], cohort.users)
+        for weeks_since, value in enumerate(cohort.retained):
+            retained.add_metric([cohort.label, str(weeks_since)], value)
+    yield users
+    yield retained

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from exporter.aggregates import Aggregates, fold, positive
-from exporter.store import Snapshot
+from exporter.aggregates import Aggregates, fold, positive, runs_per_active_user
+from exporter.store import DailyRow, Snapshot
+
+STATS_DAYS = 2  # daily rows /stats reads: the last full day and the current one
 
 
-def stats_document(view: Aggregates) -> dict[str, Any]:
-    """Return /stats for one view; breakdowns count users, not events."""
+def last_day(daily: Sequence[DailyRow]) -> DailyRow | None:
+    """Return the last full day of rollups when it had active users, else the current day (None without rows)."""
+    if len(daily) >= 2 and daily[-2].active_users:
+        return daily[-2]
+    return daily[-1] if daily else None
+
+
+def stats_document(view: Aggregates, daily: Sequence[DailyRow] = ()) -> dict[str, Any]:
+    """Return /stats for one view and the last days of rollups (oldest first); breakdowns count users."""
+    day = last_day(daily)
     return {
         "unique_users": view.unique_users,
         "total_deployments": view.total_deployments,
@@ -31,9 +42,14 @@ def stats_document(view: Aggregates) -> dict[str, Any]:
         "users_on_latest": view.users_on_latest,
         "events_by_type": dict(view.events_by_type),
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(view.now)),
+        "retention": view.retention.to_dict(),
+        "stickiness": view.stickiness,
+        "runs_per_active_user_1d": runs_per_active_user(day) if day is not None else None,
     }
 
 
-def build_stats(snap: Snapshot, latest_version: str, now: float) -> dict[str, Any]:
+def build_stats(
+    snap: Snapshot, latest_version: str, now: float, daily: Sequence[DailyRow] = (), **bounds: int
+) -> dict[str, Any]:
     """Return /stats straight from a snapshot (folds it; callers holding a view use stats_document)."""
-    return stats_document(fold(snap, latest_version, now))
+    return stats_document(fold(snap, latest_version, now, **bounds), daily)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import falcon
 
@@ -15,9 +15,15 @@ class PageResource:
     """Serves the dashboard page; its templates, CSS and JS are loaded once, here."""
 
     def __init__(
-        self, store: Store, latest_version: str, grafana_url: str, clock: Callable[[], float]
+        self,
+        store: Store,
+        latest_version: str,
+        grafana_url: str,
+        clock: Callable[[], float],
+        bounds: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
+        self.bounds = dict(bounds or {})  # fold()'s max_cohorts / max_weeks (the settings)
         self.latest_version = latest_version
         self.grafana_url = grafana_url
         self.clock = clock
@@ -27,7 +33,7 @@ class PageResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Render the page from one snapshot and the daily rollups."""
         now = self.clock()
-        view = fold(self.store.snapshot(now), self.latest_version, now)
+        view = fold(self.store.snapshot(now), self.latest_version, now, **self.bounds)
         daily = self.store.daily(30, now)
         resp.content_type = falcon.MEDIA_HTML
         resp.cache_control = ["no-store"]

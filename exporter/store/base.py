@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -32,6 +32,12 @@ class DailyRow:
     configs: int
     new_users: int
     active_by_version: dict[str, int]
+    heartbeats: int = 0  # CLI runs that UTC day
+
+    @property
+    def active_users(self) -> int:
+        """Return the users active that day (the sum of active_by_version)."""
+        return sum(self.active_by_version.values())
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,9 @@ class Snapshot:
     counters: dict[Key, int]
     active: dict[str, int]
     active_by_version: dict[tuple[str, str], int]
+    # (cohort week index, weeks since the cohort k) -> users of the cohort with an accepted event in week
+    # cohort + k (server time); k = 0 is the cohort's size. From the small `cohorts` table, never a user scan.
+    cohorts: Mapping[tuple[int, int], int] = field(default_factory=dict)
 
     def family(self, name: str) -> dict[tuple[str, str, str], int]:
         """Return one counter family keyed by its three label values."""
