@@ -113,7 +113,7 @@ class Page:
 
     def render(self, view: Aggregates, daily: list[DailyRow], grafana_url: str, base_url: str = "") -> str:
         """Render the dashboard from one aggregates view and the daily rollups."""
-        stats = stats_document(view)
+        stats = stats_document(view, daily)
         links = [("/stats", "/stats"), ("/metrics", "/metrics")]
         if grafana_url.lower().startswith(("http://", "https://")):
             links.append((grafana_url, "Grafana"))

@@ -27,8 +27,7 @@ from panels import (
 )
 
 from exporter import contract
-
-RETENTION_WEEKS = 12  # PLACEHOLDER until the settings land
+from exporter.weeks import MAX_WEEKS  # the most weeks --retention-weeks allows: columns in order up to it
 
 
 def overview() -> dashboard_builders.Dashboard:
@@ -208,7 +207,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "in each later week (+0w is the cohort itself, 100%). Columns start when a week has begun.",
                 f"{retained}\n/ on (cohort) group_left\n{dedup('flakedrop_cohort_users')}",
                 "percentunit",
-                RETENTION_WEEKS,
+                MAX_WEEKS,
             ).max(1)
         )
         .with_panel(
@@ -218,7 +217,7 @@ def overview() -> dashboard_builders.Dashboard:
                 "+0w is the cohort's size.",
                 retained,
                 "short",
-                RETENTION_WEEKS,
+                MAX_WEEKS,
             )
         )
         .with_panel(

@@ -8,19 +8,18 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import test_page
 from hypothesis import given
 from hypothesis import strategies as st
 from procs import Server
-from test_page import (  # noqa: F401  (browser and start_server are fixtures)
+from test_page import (
     OVERFLOW,
     READ_STATS,
     assert_dom_equals_stats,
-    browser,
     get_stats,
     open_page,
     post,
     send_known_traffic,
-    start_server,
     user,
 )
 
@@ -30,6 +29,8 @@ from exporter.page import SHADES, render_page, retention_table
 from exporter.store import Snapshot
 from exporter.weeks import week_index, week_label
 
+browser = test_page.browser  # the fixtures, shared with the page's other browser tests
+start_server = test_page.start_server
 NOW = 1_795_860_000.0  # 2026-11-28, a Saturday
 READ_RETENTION = """() => Array.from(document.querySelectorAll('#t-retention tbody tr'), r => ({
     cohort: r.dataset.cohort, users: Number(r.dataset.users),
@@ -78,7 +79,9 @@ def test_retention_cells_are_the_counts_shaded_by_share(cohorts: list[tuple[int,
             share = cell["n"] / cohort.users
             assert cell["share"] == round(share, 4)
             assert 0 <= cell["shade"] < SHADES
-            assert cell["shade"] == SHADES - 1 or cell["shade"] <= round(share, 4) * SHADES < cell["shade"] + 1
+            assert (
+                cell["shade"] == SHADES - 1 or cell["shade"] <= round(share, 4) * SHADES < cell["shade"] + 1
+            )
 
 
 def page_with(
@@ -165,11 +168,7 @@ def test_retention_and_usage_in_the_page_equal_stats(
 def test_a_full_retention_table_scrolls_in_its_box_on_a_phone(browser: Any) -> None:
     """Twelve cohorts of twelve weeks: the table scrolls inside its card; the page never sideways."""
     this = week_index(NOW)
-    cohorts = {
-        (this - 11 + i, k): max(0, 9_000 - 700 * k - 13 * i)
-        for i in range(12)
-        for k in range(12 - i)
-    }
+    cohorts = {(this - 11 + i, k): max(0, 9_000 - 700 * k - 13 * i) for i in range(12) for k in range(12 - i)}
     html = page_with({("users", "linux", "1.3.0", "amd64"): 120_000}, cohorts)
     ctx = browser.new_context(viewport={"width": 375, "height": 812})
     page = ctx.new_page()
