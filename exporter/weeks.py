@@ -22,3 +22,8 @@ def week_label(index: int) -> str:
     """Return the ISO year-week of a week index, e.g. 2026-W41 (from that Monday's isocalendar())."""
     year, week, _ = (EPOCH_MONDAY + datetime.timedelta(weeks=index)).isocalendar()
     return f"{year}-W{week:02d}"
+
+
+def week_sql(column: str) -> str:
+    """Return week_index() as SQL over an integer Unix-time column (both databases divide integers)."""
+    return f"(({column}) / 86400 + 3) / 7"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from exporter.errors import StoreError
 from exporter.store import Record
+from exporter.store.base import SCHEMA_VERSION
 from exporter.store.sqlite import SQLiteStore
 
 
@@ -303,7 +304,7 @@ def test_schema_1_store_is_migrated_in_place(tmp_path: Path) -> None:
     finally:
         store.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert conn.execute("SELECT count(*) FROM dedup").fetchone()[0] == 0, "old-format keys can never match"
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     assert not indexes & {"dedup_at", "users_last_seen"}

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from exporter.store.planner import Key, Record, UserRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 WINDOWS = {"1d": 24, "7d": 24 * 7, "30d": 24 * 30}  # window label -> hours
 CommitObserver = Callable[[int, float], None]  # (records committed, seconds the commit took)
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from exporter.normalize import OTHER, UNKNOWN
+from exporter.weeks import MAX_WEEKS, week_index
 
 # A row of the `counters` table: (family, k1, k2, k3). Families and their key columns:
 # deployments (os, version, outcome), configs (os, version, ""), heartbeats (os, version, arch),
 # events (type, "", ""), users (os, version, arch) and user_flags (flag, "", "").
 Key = tuple[str, str, str, str]
 HourKey = tuple[int, str]  # (hour number, version) of the `hours` table
+CohortKey = tuple[int, int]  # (cohort week index, weeks since it) of the `cohorts` table
 
 
 class Record(NamedTuple):
@@ -40,6 +42,8 @@ class UserRow(NamedTuple):
 
     last_seen is kept to the hour: it is all the active-user windows need, it reveals less, and a
     user's row is not rewritten by every event in the same hour (most events then write no user row).
+    first_week is the ISO week index the server first saw the user in (their cohort); bit k of weeks is
+    set when the user had an accepted event in week first_week + k (k < MAX_WEEKS), by server time.
     """
 
     first_seen: int
@@ -49,6 +53,8 @@ class UserRow(NamedTuple):
     arch: str
     configured: bool
     deployed: bool
+    first_week: int
+    weeks: int
 
 
 @dataclass
@@ -63,6 +69,7 @@ class Plan:
     daily: Counter[tuple[str, str, str]]
     dedup: list[tuple[bytes, int]]
     new_versions: list[str]
+    cohorts: Counter[CohortKey]
 
 
 def day_of(ts: float) -> str:
@@ -78,7 +85,7 @@ def plan_batch(
     max_versions: int,
 ) -> Plan:
     """Compute a batch's effects from the touched users' current rows; mutates known_versions only."""
-    plan = Plan([], Counter(), {}, Counter(), Counter(), Counter(), [], [])
+    plan = Plan([], Counter(), {}, Counter(), Counter(), Counter(), [], [], Counter())
     counted, counters, daily, overflow = plan.counted, plan.counters, plan.daily, plan.overflow
     current = dict(users)
     batch_keys: set[bytes] = set()
@@ -112,6 +119,7 @@ def plan_batch(
             day = day_names[day_number] = day_of(now)
         old = current.get(rec.user)
         kind = rec.type
+        week = week_index(now)
         if old is None:
             user_os = rec.os or UNKNOWN
             current[rec.user] = UserRow(
@@ -122,11 +130,15 @@ def plan_batch(
                 rec.arch or UNKNOWN,
                 kind == "config_created",
                 kind == "deployment",
+                week,
+                1,
             )
             daily[(day, "active", version)] += 1
             daily[(day, "new_users", version)] += 1
         else:
             user_os = rec.os or old.os
+            since = week - old.first_week  # a clock moved back before the cohort, or 62+ weeks on: no bit
+            bit = 1 << since if 0 <= since < MAX_WEEKS else 0
             if old.last_seen // 86400 != day_number or old.version != version:
                 daily[(day, "active", version)] += 1
             unchanged = (  # the common repeat event within the hour leaves the user's row as it is
@@ -136,6 +148,7 @@ def plan_batch(
                 and (rec.arch is None or rec.arch == old.arch)
                 and (old.deployed or kind != "deployment")
                 and (old.configured or kind != "config_created")
+                and old.weeks & bit == bit
             )
             if not unchanged:
                 current[rec.user] = UserRow(
@@ -146,6 +159,8 @@ def plan_batch(
                     rec.arch or old.arch,
                     bool(old.configured) or kind == "config_created",
                     bool(old.deployed) or kind == "deployment",
+                    old.first_week,
+                    old.weeks | bit,
                 )
         counters[("events", kind, "", "")] += 1
         if kind == "deployment":
@@ -157,6 +172,7 @@ def plan_batch(
             daily[(day, "configs", version)] += 1
         elif kind == "heartbeat":
             counters[("heartbeats", rec.os or UNKNOWN, version, rec.arch or UNKNOWN)] += 1
+            daily[(day, "heartbeats", version)] += 1
     for user, new in current.items():
         old = users.get(user)
         if old == new:
@@ -167,7 +183,12 @@ def plan_batch(
 
 
 def _move_user(plan: Plan, old: UserRow | None, new: UserRow) -> None:
-    """Record how one user's change moves the user gauges, hour buckets and flags."""
+    """Record how one user's change moves the user gauges, hour buckets, flags and cohort cells."""
+    gained = new.weeks & ~old.weeks if old is not None else new.weeks
+    while gained:  # a bit per week newly active: usually none, at most one per event's week
+        low = gained & -gained
+        plan.cohorts[(new.first_week, low.bit_length() - 1)] += 1
+        gained ^= low
     if old is not None:
         plan.counters[("users", old.os, old.version, old.arch)] -= 1
         plan.hours[(old.last_seen // 3600, old.version)] -= 1
@@ -180,7 +201,11 @@ def _move_user(plan: Plan, old: UserRow | None, new: UserRow) -> None:
 
 
 def plan_removal(rows: Iterable[UserRow]) -> tuple[Counter[Key], Counter[HourKey]]:
-    """Return the counter and hour-bucket deltas that forget these users (aggregates of events stay)."""
+    """Return the counter and hour-bucket deltas that forget these users (aggregates of events stay).
+
+    The cohort cells stay too: like the daily rollups they record what happened in past weeks, so a
+    cohort's row never shrinks when its inactive users are pruned (README "What is stored").
+    """
     counters: Counter[Key] = Counter()
     hours: Counter[HourKey] = Counter()
     for row in rows:

@@ -10,7 +10,7 @@ from psycopg import errors as pg_errors
 from exporter.errors import StoreError
 from exporter.store.base import SCHEMA_VERSION, UserRow
 from exporter.store.local import LocalStore
-from exporter.store.sql import USER_COLUMNS, Backend, rows_to_users
+from exporter.store.sql import USER_COLUMNS, Backend, cohort_migration, rows_to_users
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -32,6 +32,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # 2: dedup keys start with the client's time; keys in the old format can never match again.
     ("DELETE FROM dedup",),
+    # 3: weekly cohorts; users stored before get first and last-seen weeks only (see sqlite.py).
+    (
+        "ALTER TABLE users ADD COLUMN first_week BIGINT NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN weeks BIGINT NOT NULL DEFAULT 0",
+        *cohort_migration("BIGINT", "", "1::bigint"),
+    ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
 MIGRATION_LOCK = 0x464C4B44  # advisory lock id: replicas starting together migrate one at a time

@@ -13,12 +13,13 @@ from typing import Any, TypeVar
 from exporter.errors import StoreUnavailable
 from exporter.store.base import WINDOWS, CommitObserver, DailyRow, Snapshot, WriteResult
 from exporter.store.planner import HourKey, Key, Plan, Record, UserRow, day_of, plan_batch, plan_removal
+from exporter.weeks import MAX_WEEKS, week_index, week_sql
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRUNE_SLICES = 64
-USER_COLUMNS = "id, first_seen, last_seen, os, version, arch, configured, deployed"
+USER_COLUMNS = "id, first_seen, last_seen, os, version, arch, configured, deployed, first_week, weeks"
 
 
 class Backend(ABC):
@@ -239,7 +240,7 @@ class Writer:
             self._upsert(
                 cur,
                 f"INSERT INTO users ({USER_COLUMNS})",
-                8,
+                10,
                 [
                     (
                         uid,
@@ -250,12 +251,15 @@ class Writer:
                         u.arch,
                         int(u.configured),
                         int(u.deployed),
+                        u.first_week,
+                        u.weeks,
                     )
                     for uid, u in sorted(plan.users.items())
                 ],
                 "ON CONFLICT (id) DO UPDATE SET first_seen = excluded.first_seen, "
                 "last_seen = excluded.last_seen, os = excluded.os, version = excluded.version, "
-                "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed",
+                "arch = excluded.arch, configured = excluded.configured, deployed = excluded.deployed, "
+                "first_week = excluded.first_week, weeks = excluded.weeks",
             )
         self._add_counters(cur, plan.counters, plan.hours)
         if plan.daily:
@@ -265,6 +269,14 @@ class Writer:
                 4,
                 [(*key, value) for key, value in sorted(plan.daily.items())],
                 "ON CONFLICT (day, metric, version) DO UPDATE SET value = daily.value + excluded.value",
+            )
+        if plan.cohorts:  # only when a user's weeks gained a bit: about once per user per week
+            self._upsert(
+                cur,
+                "INSERT INTO cohorts (cohort, k, users)",
+                3,
+                [(*key, value) for key, value in sorted(plan.cohorts.items()) if value],
+                "ON CONFLICT (cohort, k) DO UPDATE SET users = cohorts.users + excluded.users",
             )
         if plan.new_versions:
             self._upsert(
@@ -331,7 +343,13 @@ def read_snapshot(backend: Backend, cur: Any, now: float) -> Snapshot:
         (*(now_hour - hours for hours in WINDOWS.values()), now_hour - max(WINDOWS.values())),
     )
     active, by_version = active_counts(cur.fetchall())
-    return Snapshot(counters=counters, active=active, active_by_version=by_version)
+    week = week_index(now)  # cohorts a fold can show: at most MAX_WEEKS weeks back, none from the future
+    cur.execute(
+        backend.sql("SELECT cohort, k, users FROM cohorts WHERE cohort > ? AND cohort <= ?"),
+        (week - MAX_WEEKS, week),
+    )
+    cohorts = {(int(cohort), int(k)): int(users) for cohort, k, users in cur.fetchall()}
+    return Snapshot(counters=counters, active=active, active_by_version=by_version, cohorts=cohorts)
 
 
 def active_counts(version_rows: Iterable[Sequence[Any]]) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
@@ -367,6 +385,7 @@ def read_daily(backend: Backend, cur: Any, days: int, now: float) -> list[DailyR
             configs=per_day[name]["configs"],
             new_users=per_day[name]["new_users"],
             active_by_version=dict(versions[name]),
+            heartbeats=per_day[name]["heartbeats"],
         )
         for name in names
     ]
@@ -390,6 +409,24 @@ def scalar(cur: Any, sql: str) -> Any:
     return row[0] if row else None
 
 
+def cohort_migration(integer: str, table_options: str, one: str) -> tuple[str, ...]:
+    """Return the statements that fill first_week/weeks of existing users and backfill the cohorts table.
+
+    `integer` is the column type, `one` a 64-bit literal 1 (shifted into the weeks bitmap).
+    """
+    first, last = week_sql("first_seen"), week_sql("last_seen")
+    since = f"({last} - {first})"
+    return (
+        f"UPDATE users SET first_week = {first}, weeks = 1 | CASE WHEN {since} BETWEEN 1 AND {MAX_WEEKS - 1} "
+        f"THEN {one} << CAST({since} AS INTEGER) ELSE 0 END",
+        f"CREATE TABLE cohorts (cohort {integer} NOT NULL, k {integer} NOT NULL, users {integer} NOT NULL,"
+        f" PRIMARY KEY (cohort, k)){table_options}",
+        "INSERT INTO cohorts (cohort, k, users) SELECT first_week, 0, COUNT(*) FROM users GROUP BY first_week",
+        f"INSERT INTO cohorts (cohort, k, users) SELECT first_week, {last} - first_week, COUNT(*) FROM users"
+        f" WHERE {last} - first_week BETWEEN 1 AND {MAX_WEEKS - 1} GROUP BY first_week, {last} - first_week",
+    )
+
+
 # ----- helpers ------------------------------------------------------------------------------
 def prune_slices(count: int = PRUNE_SLICES) -> list[tuple[bytes, bytes | None]]:
     """Split the id space into `count` [lo, hi) ranges by leading byte; the last range is open.
@@ -408,7 +445,9 @@ def rows_to_users(rows: Sequence[Sequence[Any]]) -> dict[bytes, UserRow]:
 
 def _user_row(row: Sequence[Any]) -> UserRow:
     """Build a UserRow from a users-table row that starts with the id."""
-    return UserRow(int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]))
+    return UserRow(
+        int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]), int(row[8]), int(row[9])
+    )
 
 
 def safe_close(conn: Any) -> None:

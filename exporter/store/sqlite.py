@@ -10,7 +10,7 @@ from typing import Any
 from exporter.errors import StoreError
 from exporter.store.base import SCHEMA_VERSION, UserRow, dedup_stamp
 from exporter.store.local import LocalStore
-from exporter.store.sql import USER_COLUMNS, Backend, rows_to_users
+from exporter.store.sql import USER_COLUMNS, Backend, cohort_migration, rows_to_users
 
 APPLICATION_ID = 0x464C4B44  # "FLKD": marks the file as ours, so a foreign database is never touched
 
@@ -39,6 +39,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DELETE FROM dedup",
         "DROP INDEX dedup_at",
         "DROP INDEX users_last_seen",
+    ),
+    # 3: weekly cohorts. Users stored before get their cohort from first_seen and, as active weeks, the
+    # first and the last-seen one; the weeks between are unknown (never recorded before this version).
+    (
+        "ALTER TABLE users ADD COLUMN first_week INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE users ADD COLUMN weeks INTEGER NOT NULL DEFAULT 0",
+        *cohort_migration("INTEGER", " WITHOUT ROWID", "1"),
     ),
 )
 assert len(MIGRATIONS) == SCHEMA_VERSION
