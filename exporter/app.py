@@ -7,12 +7,9 @@ import binascii
 import calendar
 import hmac
 import logging
-import os
-import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import falcon
@@ -31,6 +28,7 @@ from exporter.resources.page import PageResource
 from exporter.resources.stats import StatsResource
 from exporter.resources.version import LatestVersionResource
 from exporter.store import Store
+from exporter.userkey import load_or_create
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +43,6 @@ ROUTES = (
     "/openapi.json",
 )
 PROTECTED = frozenset({"/", "/stats", "/metrics"})
-KEY_FILE = "user-id.key"
 
 
 def load_user_key(config: Config) -> bytes:
@@ -54,24 +51,7 @@ def load_user_key(config: Config) -> bytes:
         if len(config.user_id_key) < 16:
             raise StoreError("--user-id-key must be at least 16 characters")
         return config.user_id_key.encode("utf-8")
-    path = Path(config.data_dir) / KEY_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        text = path.read_text().strip()
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            raise StoreError(
-                f"{path} does not hold a hex key; restore it or remove it (users will recount)"
-            ) from None
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key.hex() + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    return key
+    return load_or_create(config.data_dir)
 
 
 def release_timestamp(date: str) -> float | None:

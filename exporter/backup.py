@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import IO
 
 from exporter import __version__
-from exporter.app import KEY_FILE
+from exporter.errors import StoreError
 from exporter.ingest import UserHasher
+from exporter.store import sqlite_file
 from exporter.store.base import SCHEMA_VERSION
 from exporter.store.sqlite import APPLICATION_ID
+from exporter.userkey import key_path, read_key
 
 FORMAT_VERSION = 1
-DB_FILE = "telemetry.db"
 HASH_LEN = 64
 PLACEHOLDER = b"0" * HASH_LEN
 CHUNK = 1 << 20
@@ -53,22 +54,16 @@ def key_material(data_dir: str | Path, user_id_key: str) -> KeyMaterial:
     """Return the server's key: only the fingerprint of --user-id-key, else the data dir's key file."""
     if user_id_key:
         return KeyMaterial(None, UserHasher(user_id_key.encode("utf-8")).fingerprint())
-    path = Path(data_dir) / KEY_FILE
+    path = key_path(data_dir)
     try:
-        text = path.read_text().strip()
-        key = bytes.fromhex(text)
+        key = read_key(path)
     except FileNotFoundError:
         raise BackupError(
             f"no user-id key at {path}; point --data-dir at the server's data dir, or pass its --user-id-key"
         ) from None
-    except (OSError, ValueError) as exc:
+    except (OSError, StoreError) as exc:
         raise BackupError(f"cannot read the user-id key {path}: {exc}") from None
     return KeyMaterial(key.hex(), UserHasher(key).fingerprint())
-
-
-def sqlite_path(store_url: str) -> Path | None:
-    """Return the file of a sqlite:/// store URL, or None for another scheme."""
-    return Path(store_url[len("sqlite:///") :]) if store_url.startswith("sqlite:///") else None
 
 
 def fsync_dir(path: Path) -> None:
@@ -201,7 +196,7 @@ def backup_sqlite(
             try:
                 os.chmod(tmp, 0o600)  # it holds the user-id key
                 src.execute("BEGIN")  # one read transaction: the copy is the store as of one commit
-                src.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                check_fingerprint(src, key)  # before copying every page, not after
 
                 def step(status: int, remaining: int, total: int) -> None:
                     if progress:
@@ -224,15 +219,19 @@ def backup_sqlite(
     return value
 
 
-def _add_meta(dst: sqlite3.Connection, key: KeyMaterial, now: float) -> None:
-    """Make the copy self-contained (rollback journal) and add the backup_meta table to it."""
-    dst.execute("PRAGMA journal_mode = DELETE")
-    stored = dst.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
+def check_fingerprint(src: sqlite3.Connection, key: KeyMaterial) -> None:
+    """Refuse a key other than the one the store was filled with (its restore would count users twice)."""
+    stored = src.execute("SELECT value FROM meta WHERE key = 'key_fingerprint'").fetchone()
     if stored and stored[0] != key.fingerprint:
         raise BackupError(
             "the user-id key given does not match the one this store was filled with; a restore would count "
             "every user twice (use the server's own --data-dir or --user-id-key)"
         )
+
+
+def _add_meta(dst: sqlite3.Connection, key: KeyMaterial, now: float) -> None:
+    """Make the copy self-contained (rollback journal) and add the backup_meta table to it."""
+    dst.execute("PRAGMA journal_mode = DELETE")
     rows = {
         "format_version": str(FORMAT_VERSION),
         "schema_version": str(dst.execute("PRAGMA user_version").fetchone()[0]),
@@ -295,7 +294,7 @@ def take_backup(
     clock: Callable[[], float] = time.time,
 ) -> str:
     """Back up the store at store_url into dest; return the hash ('' for a pg_dump archive)."""
-    path = sqlite_path(store_url)
+    path = sqlite_file(store_url)
     if path is None:
         if not store_url.startswith(("postgresql://", "postgres://")):
             raise BackupError(f"cannot back up a store URL of this kind: {store_url.split('://')[0]}://")

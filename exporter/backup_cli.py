@@ -6,9 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from exporter.backup import BackupError, key_material, progress_bar, require_store, sqlite_path, take_backup
+from exporter.backup import BackupError, key_material, progress_bar, require_store, take_backup
 from exporter.config import SettingError, resolve
 from exporter.restore import restore, verify
+from exporter.store import sqlite_file
+from exporter.userkey import key_path
 
 COMMANDS = ("backup", "verify", "restore")
 PROG = "flakedrop-telemetry"
@@ -74,7 +76,7 @@ def _backup(args: argparse.Namespace) -> int:
     if not dest.parent.is_dir():
         raise BackupError(f"the directory {dest.parent} does not exist")
     url = config.store_url
-    path = sqlite_path(url)
+    path = sqlite_file(url)
     if path:
         require_store(path)
     key = key_material(config.data_dir, config.user_id_key) if path else None
@@ -87,7 +89,7 @@ def _backup(args: argparse.Namespace) -> int:
     if key is None:
         take_backup(url, dest, None)
         print(
-            f"{PROG}: NOTE: a pg_dump archive holds no user-id key; keep {config.data_dir}/user-id.key "
+            f"{PROG}: NOTE: a pg_dump archive holds no user-id key; keep {key_path(config.data_dir)} "
             "or your --user-id-key with it",
             file=sys.stderr,
         )

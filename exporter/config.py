@@ -27,6 +27,7 @@ def parse_bool(text: str) -> bool:
 
 
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
+DB_FILE = "telemetry.db"  # the SQLite store in the data dir (next to userkey.KEY_FILE)
 
 
 def parse_store_url(text: str) -> str:
@@ -158,7 +159,7 @@ class Config:
         """Return the effective store URL (the SQLite default lives in the data dir)."""
         if self.database_url:
             return self.database_url
-        return "sqlite:///" + str(Path(self.data_dir) / "telemetry.db")
+        return "sqlite:///" + str(Path(self.data_dir) / DB_FILE)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with some settings changed."""

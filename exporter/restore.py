@@ -9,9 +9,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.app import KEY_FILE
 from exporter.backup import (
-    DB_FILE,
     FORMAT_VERSION,
     HASH_LEN,
     BackupError,
@@ -20,9 +18,13 @@ from exporter.backup import (
     fsync_dir,
     staged,
 )
+from exporter.config import DB_FILE
+from exporter.errors import StoreError
 from exporter.ingest import UserHasher
 from exporter.store.base import SCHEMA_VERSION
 from exporter.store.sqlite import APPLICATION_ID
+from exporter.userkey import key_path as key_file_of
+from exporter.userkey import read_key, write_key
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PG_MAGIC = b"PGDMP"
@@ -78,7 +80,9 @@ def verify(path: Path) -> BackupInfo:
     if size < expected:
         raise BackupError(f"{path} is truncated: {size} bytes of the {expected} its header promises")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        conn = sqlite3.connect(
+            path.resolve().as_uri() + "?mode=ro&immutable=1", uri=True
+        )  # quotes ?, # and %
     except sqlite3.Error as exc:
         raise BackupError(f"{path} cannot be opened: {exc}") from None
     try:
@@ -181,10 +185,10 @@ def holds_store(data_dir: Path) -> bool:
 def restore(source: Path, data_dir: Path, *, force: bool = False) -> BackupInfo:
     """Verify the backup, then write its store and key into data_dir atomically; return what it held."""
     info = verify(source)
-    key_path = data_dir / KEY_FILE
+    key_path = key_file_of(data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        old_key = key_path.read_text().strip() if key_path.exists() else None
+        old_key = read_key(key_path).hex() if key_path.exists() else None
         if not force and holds_store(data_dir):
             raise BackupError(
                 f"{data_dir} already holds a store; stop its server and pass --force to replace it"
@@ -202,9 +206,7 @@ def restore(source: Path, data_dir: Path, *, force: bool = False) -> BackupInfo:
                 conn.close()
             if info.key_hex:
                 with staged(key_path) as tmp_key:
-                    fd = os.open(tmp_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                    with os.fdopen(fd, "w") as handle:
-                        handle.write(info.key_hex + "\n")
+                    write_key(tmp_key, bytes.fromhex(info.key_hex))
             for stale in ("-wal", "-shm"):  # an old WAL would be replayed onto the restored file
                 with contextlib.suppress(FileNotFoundError):
                     (data_dir / (DB_FILE + stale)).unlink()
@@ -213,4 +215,6 @@ def restore(source: Path, data_dir: Path, *, force: bool = False) -> BackupInfo:
         raise BackupError(f"cannot write into {data_dir}: {exc}") from None
     except OSError as exc:
         raise BackupError(f"cannot write into {data_dir}: {exc.strerror or exc}") from None
+    except StoreError as exc:  # the data dir's own key file is unreadable
+        raise BackupError(str(exc)) from None
     return info

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from exporter.backup import BackupError, key_material, sqlite_path, take_backup
+from exporter.backup import BackupError, key_material, take_backup
 from exporter.config import Config
+from exporter.store import sqlite_file
 
 log = logging.getLogger(__name__)
 # telemetry-20261201T084103.123Z.db: UTC to the millisecond, so names sort in time order.
@@ -37,7 +38,7 @@ def snapshot_time(name: str) -> float | None:
 
 
 class Snapshots(threading.Thread):
-    """Takes a snapshot now and every interval until stopped; run_once() is one round, for tests."""
+    """Takes a snapshot each interval (the first once the newest is due) until stopped; run_once() is one round."""
 
     def __init__(
         self,
@@ -48,7 +49,7 @@ class Snapshots(threading.Thread):
         super().__init__(name="snapshots", daemon=True)
         self.config = config
         self.directory = Path(config.backup_dir)
-        self.suffix = "db" if sqlite_path(config.store_url) else "pgdump"
+        self.suffix = "db" if sqlite_file(config.store_url) else "pgdump"
         self.clock = clock
         self.stopped = threading.Event()
         self.last_success = Gauge(
@@ -114,9 +115,19 @@ class Snapshots(threading.Thread):
                 with contextlib.suppress(OSError):
                     path.unlink()
 
+    def first_delay(self) -> float:
+        """Return how long to wait before the first snapshot: until the newest one is an interval old.
+
+        A restart then takes no snapshot of its own while start-up is busy, and frequent restarts do not
+        rotate older snapshots out of the keep count.
+        """
+        newest = max((taken for _, taken in self.existing()), default=None)
+        return 0.0 if newest is None else max(0.0, newest + self.config.backup_interval - self.clock())
+
     def run(self) -> None:
-        """Sweep, snapshot now, then once per interval, until stopped."""
+        """Sweep, wait until a snapshot is due, then take one per interval until stopped."""
         self.sweep()
+        self.stopped.wait(self.first_delay())
         while not self.stopped.is_set():
             self.run_once()
             self.stopped.wait(self.config.backup_interval)

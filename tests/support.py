@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -27,3 +31,21 @@ def require_binary(*names: str) -> str:
         pytest.fail(message)
     pytest.skip(message)
     raise AssertionError("unreachable")
+
+
+@contextmanager
+def tmpfs(target: Path, size: str) -> Iterator[Path]:
+    """Mount a real tmpfs of `size` at target for a storage-fault test (root; skip loudly, fail under CI)."""
+    target.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        message = f"REAL FAULT UNAVAILABLE: cannot mount a tmpfs here ({result.stderr.strip()}); run as root"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)

@@ -80,6 +80,20 @@ def test_restart_reads_freshness_from_the_directory_and_sweeps_temp_files(tmp_pa
     assert not stale.exists()
 
 
+def test_a_restart_waits_until_the_newest_snapshot_is_an_interval_old(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """No snapshot of its own at start-up: the first one is due an interval after the newest on disk."""
+    snapshots, _ = make(tmp_path, clock)
+    assert snapshots.first_delay() == 0  # none yet: take one at once
+    snapshots.run_once()
+    clock.advance(600)
+    again = Snapshots(snapshots.config, CollectorRegistry(), clock=clock)
+    assert again.first_delay() == pytest.approx(3000, abs=0.01)
+    clock.advance(5000)
+    assert again.first_delay() == 0
+
+
 @pytest.mark.slow
 def test_running_server_takes_rotates_and_reports_snapshots(tmp_path: Path) -> None:
     from procs import Server, http

@@ -30,12 +30,18 @@ def open_store(url: str, *, writer_process: bool = False, **kwargs: Any) -> Stor
     return LocalStore(open_backend(url), **kwargs)
 
 
+def sqlite_file(url: str) -> Path | None:
+    """Return the file a sqlite:///path store URL names, or None for another scheme."""
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
 def open_backend(url: str) -> Backend:
     """Return the backend a store URL names (connects lazily; nothing is created yet)."""
-    if url.startswith("sqlite:///"):
+    path = sqlite_file(url)
+    if path is not None:
         from exporter.store.sqlite import SQLiteBackend
 
-        return SQLiteBackend(Path(url[len("sqlite:///") :]))
+        return SQLiteBackend(path)
     if url.startswith(("postgresql://", "postgres://")):
         try:
             from exporter.store.postgres import PostgresBackend
@@ -60,4 +66,5 @@ __all__ = [
     "WriteResult",
     "open_backend",
     "open_store",
+    "sqlite_file",
 ]

@@ -11,11 +11,13 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from exporter.errors import StoreUnavailable
+from exporter.normalize import OTHER, UNKNOWN
 from exporter.store.base import WINDOWS, CommitObserver, DailyRow, Snapshot, WriteResult
 from exporter.store.planner import HourKey, Key, Plan, Record, UserRow, day_of, plan_batch, plan_removal
 from exporter.weeks import MAX_WEEKS, week_index, week_sql
 
 log = logging.getLogger(__name__)
+UNLABELLED = frozenset({UNKNOWN, OTHER})  # version labels never admitted under --max-versions
 T = TypeVar("T")
 
 PRUNE_SLICES = 64
@@ -220,11 +222,22 @@ class Writer:
         keys = list(dict.fromkeys(rec.dedup_key for rec in records if rec.dedup_key is not None))
         claimed = self.backend.claim_dedup(cur, keys, now) if keys else set()
         users = self.backend.lock_users(cur, sorted({rec.user for rec in records}))
-        if any(rec.version not in self._versions for rec in records):
+        if self._may_admit(records):  # another replica may have admitted it meanwhile
             self._versions = load_versions(cur)
         plan = plan_batch(records, users, set(keys) - claimed, self._versions, self.max_versions)
         self._write_plan(cur, plan)
         return WriteResult(plan.counted, plan.overflow)
+
+    def _may_admit(self, records: list[Record]) -> bool:
+        """Return whether the batch has a version label the cap could still admit and we do not know.
+
+        `unknown` and `other` are never admitted, and once the cap is full no version is: reloading the
+        admitted versions for those would add a query to every such commit and change nothing.
+        """
+        if len(self._versions) >= self.max_versions:
+            return False
+        known = self._versions
+        return any(rec.version not in known and rec.version not in UNLABELLED for rec in records)
 
     def _upsert(self, cur: Any, head: str, width: int, rows: list[tuple[Any, ...]], tail: str) -> None:
         """Run one multi-row INSERT per chunk: one statement step, so one GIL release, per chunk of rows."""
