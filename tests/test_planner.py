@@ -8,13 +8,14 @@ keeps every user's last seen labels and flags, in the plainest way, must agree w
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from exporter.store.planner import Key, Record, UserRow, day_of, plan_batch, plan_removal
+from exporter.store.planner import CohortKey, Key, Record, UserRow, day_of, plan_batch, plan_removal
+from exporter.weeks import MAX_WEEKS, week_index
 
 NOW = 1_795_860_000
 LATEST = "1.3.0"
@@ -33,8 +34,16 @@ class ModelUser:
     version: str
     arch: str
     last_hour: int
+    first_week: int  # the server week of the user's first counted event (their cohort)
     configured: bool = False
     deployed: bool = False
+    weeks: set[int] = field(default_factory=set)  # server weeks with a counted event
+
+    def cells(self) -> set[CohortKey]:
+        """Return the (cohort, weeks since) cells this user counts in: weeks since 0 .. MAX_WEEKS - 1."""
+        return {
+            (self.first_week, w - self.first_week) for w in self.weeks if 0 <= w - self.first_week < MAX_WEEKS
+        }
 
 
 records = st.builds(
@@ -65,6 +74,7 @@ class PlannerMachine(RuleBasedStateMachine):
         self.counters: Counter[Key] = Counter()
         self.hours: Counter[tuple[int, str]] = Counter()
         self.daily: Counter[tuple[str, str, str]] = Counter()
+        self.cohorts: Counter[CohortKey] = Counter()
         self.stored_keys: set[bytes] = set()
         self.versions: set[str] = set()
         self.duplicates = 0
@@ -77,11 +87,18 @@ class PlannerMachine(RuleBasedStateMachine):
         self.folded = 0
         self.families: Counter[Key] = Counter()
         self.new_by_day: Counter[str] = Counter()
+        self.heartbeats_by_day: Counter[str] = Counter()
+        self.pruned: list[ModelUser] = []  # pruned users keep their cohort cells (like the daily rollups)
 
     @rule(seconds=st.integers(0, 3 * 86400))
     def advance(self, seconds: int) -> None:
         """Let time pass."""
         self.now += seconds
+
+    @rule(weeks=st.integers(1, 70))
+    def skip_weeks(self, weeks: int) -> None:
+        """Let weeks pass, up to beyond the bitmap's 62 weeks."""
+        self.now += weeks * 7 * 86400
 
     @rule(batch=st.lists(records, min_size=1, max_size=12))
     def write(self, batch: list[Record]) -> None:
@@ -96,6 +113,7 @@ class PlannerMachine(RuleBasedStateMachine):
         self.counters.update(plan.counters)
         self.hours.update(plan.hours)
         self.daily.update(plan.daily)
+        self.cohorts.update(plan.cohorts)
         self.stored_keys.update(key for key, _ in plan.dedup)
         self.duplicates += plan.counted.count(False)
         self.overflow.update(plan.overflow)
@@ -119,8 +137,12 @@ class PlannerMachine(RuleBasedStateMachine):
         hour = int(rec.received_at) // 3600
         user = self.users.get(rec.user)
         if user is None:
-            user = self.users[rec.user] = ModelUser(rec.os or "unknown", version, rec.arch or "unknown", hour)
+            week = week_index(rec.received_at)
+            user = self.users[rec.user] = ModelUser(
+                rec.os or "unknown", version, rec.arch or "unknown", hour, week
+            )
             self.new_by_day[day_of(rec.received_at)] += 1
+        user.weeks.add(week_index(rec.received_at))
         user.os = rec.os or user.os
         user.arch = rec.arch or user.arch
         user.version = version
@@ -135,6 +157,7 @@ class PlannerMachine(RuleBasedStateMachine):
             self.families[("configs", user.os, version, "")] += 1
         elif rec.type == "heartbeat":
             self.families[("heartbeats", rec.os or "unknown", version, rec.arch or "unknown")] += 1
+            self.heartbeats_by_day[day_of(rec.received_at)] += 1
         return True
 
     @precondition(lambda self: self.users)
@@ -147,7 +170,7 @@ class PlannerMachine(RuleBasedStateMachine):
         self.counters.update(counters)
         self.hours.update(hours)
         for user in gone:
-            del self.users[user]
+            self.pruned.append(self.users.pop(user))
 
     def gauge(self, family: str) -> Counter[tuple[str, str, str]]:
         """Return one family of the folded counters, without zero entries."""
@@ -214,6 +237,41 @@ class PlannerMachine(RuleBasedStateMachine):
             )
             assert daily == total
 
+    @invariant()
+    def cohort_cells_count_each_users_weeks_once(self) -> None:
+        """Cell (c, k): users first seen in week c with an event in week c + k, pruned users included."""
+        expected: Counter[CohortKey] = Counter()
+        for user in (*self.users.values(), *self.pruned):
+            expected.update(user.cells())
+        assert +self.cohorts == expected
+        assert all(value > 0 for value in self.cohorts.values()), "cells only ever grow"
+
+    @invariant()
+    def cohort_size_is_its_first_sightings(self) -> None:
+        """retained[0] is the cohort's size: every user counts in week 0 of exactly one cohort."""
+        sizes = Counter({cohort: n for (cohort, k), n in self.cohorts.items() if k == 0})
+        assert sizes == Counter(u.first_week for u in (*self.users.values(), *self.pruned))
+        for (cohort, _), n in self.cohorts.items():
+            assert n <= sizes[cohort], "no week retains more users than the cohort has"
+
+    @invariant()
+    def rows_hold_the_weeks_bitmap(self) -> None:
+        """A user row's first_week and weeks bitmap are the model user's cohort and active weeks."""
+        for user, model in self.users.items():
+            row = self.rows[user]
+            bits = {k for k in range(MAX_WEEKS) if row.weeks >> k & 1}
+            assert (row.first_week, bits) == (model.first_week, {k for _, k in model.cells()})
+            assert row.weeks < 1 << MAX_WEEKS
+
+    @invariant()
+    def daily_heartbeats_are_the_runs(self) -> None:
+        """The daily heartbeats rollup counts every counted heartbeat on its UTC day."""
+        runs: Counter[str] = Counter()
+        for (day, metric, _), n in self.daily.items():
+            if metric == "heartbeats":
+                runs[day] += n
+        assert runs == self.heartbeats_by_day
+
 
 TestPlanner = PlannerMachine.TestCase
 TestPlanner.settings = settings(
@@ -233,3 +291,54 @@ def test_repeat_events_in_one_hour_leave_the_user_row_alone() -> None:
     assert again.users == {} and not again.hours, "the same hour writes no user row"
     later = plan_batch([first._replace(received_at=hour + 3600)], {b"u" * 16: row}, set(), {LATEST}, 10)
     assert list(later.users) == [b"u" * 16], "the next hour moves it"
+
+
+def test_a_new_week_sets_one_bit_and_one_cell() -> None:
+    """The first event of a later week moves the row and adds one cohort cell; the rest of that week, none."""
+    start = NOW - NOW % (7 * 86400)
+    first = Record(b"u" * 16, "heartbeat", LATEST, "linux", "amd64", None, start)
+    row = plan_batch([first], {}, set(), set(), 10).users[b"u" * 16]
+    week = week_index(start)
+    later = plan_batch(
+        [first._replace(received_at=start + 2 * 7 * 86400)], {b"u" * 16: row}, set(), {LATEST}, 10
+    )
+    assert later.cohorts == Counter({(week, 2): 1})
+    again = later.users[b"u" * 16]
+    assert again.weeks == 0b101 and again.first_week == week
+    same_week = plan_batch(
+        [first._replace(received_at=start + 15 * 86400)], {b"u" * 16: again}, set(), {LATEST}, 10
+    )
+    assert not same_week.cohorts
+
+
+def test_weeks_past_the_bitmap_and_before_the_cohort_set_no_bit() -> None:
+    """Week 62 after the cohort is past the bitmap, and a week before it (clock moved back) is no cohort week."""
+    start = NOW - NOW % (7 * 86400)
+    first = Record(b"u" * 16, "heartbeat", LATEST, "linux", "amd64", None, start)
+    row = plan_batch([first], {}, set(), set(), 10).users[b"u" * 16]
+    for weeks in (MAX_WEEKS, -1):
+        plan = plan_batch(
+            [first._replace(received_at=start + weeks * 7 * 86400)], {b"u" * 16: row}, set(), {LATEST}, 10
+        )
+        assert not plan.cohorts and all(r.weeks == 1 for r in plan.users.values()), weeks
+    last = plan_batch(
+        [first._replace(received_at=start + (MAX_WEEKS - 1) * 7 * 86400)],
+        {b"u" * 16: row},
+        set(),
+        {LATEST},
+        10,
+    )
+    assert last.cohorts == Counter({(week_index(start), MAX_WEEKS - 1): 1})
+
+
+def test_an_earlier_week_after_a_later_one_still_counts() -> None:
+    """A server clock moved back into a week not yet seen sets that week's bit, though the hour is older."""
+    start = NOW - NOW % (7 * 86400)
+    first = Record(b"u" * 16, "heartbeat", LATEST, "linux", "amd64", None, start)
+    row = plan_batch([first], {}, set(), set(), 10).users[b"u" * 16]
+    row = plan_batch(
+        [first._replace(received_at=start + 14 * 86400)], {b"u" * 16: row}, set(), {LATEST}, 10
+    ).users[b"u" * 16]
+    back = plan_batch([first._replace(received_at=start + 7 * 86400)], {b"u" * 16: row}, set(), {LATEST}, 10)
+    assert back.cohorts == Counter({(week_index(start), 1): 1})
+    assert back.users[b"u" * 16].weeks == 0b111 and back.users[b"u" * 16].last_seen == row.last_seen
