@@ -245,3 +245,86 @@ def test_postgres_schema_2_users_get_their_first_and_last_weeks(pg_cluster) -> N
     with psycopg.connect(url) as conn:
         found = conn.execute("SELECT id, first_week, weeks FROM users").fetchall()
         assert {bytes(r[0]): (r[1], r[2]) for r in found} == rows
+
+
+LIBFAKETIME = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1")
+
+
+@pytest.mark.slow
+def test_real_server_with_its_clock_moved_between_restarts(tmp_path: Path) -> None:
+    """faketime moves a real server's clock a week per restart (one a kill -9): the table is exact."""
+    import json
+
+    from procs import Server, http
+    from support import require_binary
+
+    require_binary("faketime")
+    if not LIBFAKETIME.exists():
+        require_binary(str(LIBFAKETIME))
+    data = tmp_path / "data"
+
+    def serve(when: str) -> Server:
+        env = {"LD_PRELOAD": str(LIBFAKETIME), "FAKETIME": f"@{when}", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        return Server(data, "--user-id-key", "test-key-0123456789abcdef", env=env).wait_ready()
+
+    def send(server: Server, users: range | tuple[int, ...]) -> None:
+        events = [
+            {"type": "heartbeat", "user_id": f"{n:032x}", "version": "v1.3.0", "os": "linux"} for n in users
+        ]
+        body = json.dumps(events).encode()
+        assert http("POST", server.url + "/v1/events", body, {"Content-Type": "application/json"})[0] == 200
+
+    server = serve("2026-10-05 10:00:00")  # Monday of 2026-W41
+    send(server, range(1, 4))
+    server.kill()  # kill -9: what was acknowledged is durable
+    server = serve("2026-10-12 10:00:00")  # 2026-W42
+    send(server, (1, 4))
+    assert server.stop() == 0
+    server = serve("2026-10-21 10:00:00")  # 2026-W43
+    send(server, (2,))
+    try:
+        stats = json.loads(http("GET", server.url + "/stats")[1])
+        metrics = http("GET", server.url + "/metrics")[1].decode()
+    finally:
+        server.stop()
+    assert stats["generated_at"].startswith("2026-10-21")
+    assert stats["retention"] == {
+        "period": "week",
+        "cohorts": [
+            {"cohort": "2026-W41", "users": 3, "retained": [3, 1, 1]},
+            {"cohort": "2026-W42", "users": 1, "retained": [1, 0]},
+        ],
+    }
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    cells = {
+        (s.labels["cohort"], s.labels["weeks_since"]): s.value
+        for s in families["flakedrop_cohort_retained_users"].samples
+    }
+    assert cells == {
+        ("2026-W41", "0"): 3,
+        ("2026-W41", "1"): 1,
+        ("2026-W41", "2"): 1,
+        ("2026-W42", "0"): 1,
+        ("2026-W42", "1"): 0,
+    }
+
+
+def test_stickiness_single_version_and_runs_per_active_user() -> None:
+    """Stickiness is 1d / 30d actives; one real version label is flagged; runs per user use the last full day."""
+    from exporter.aggregates import runs_per_active_user
+    from exporter.stats import stats_document
+    from exporter.store import DailyRow, Snapshot
+
+    counters = {("users", "linux", "1.3.0", "amd64"): 4, ("heartbeats", "linux", "unknown", "amd64"): 2}
+    view = fold(Snapshot(counters, {"1d": 1, "7d": 2, "30d": 4}, {}), "v1.3.5", 0.0)
+    assert view.stickiness == 0.25 and view.single_version
+    two = {**counters, ("heartbeats", "linux", "1.2.0", "amd64"): 1}
+    assert not fold(Snapshot(two, {}, {}), "v1.3.5", 0.0).single_version
+    assert fold(Snapshot({}, {}, {}), "v1.3.5", 0.0).stickiness is None
+    full = DailyRow("2026-10-05", 0, 0, 0, 0, {"1.3.0": 3, "1.2.0": 1}, heartbeats=10)
+    today = DailyRow("2026-10-06", 0, 0, 0, 0, {"1.3.0": 1}, heartbeats=7)
+    assert full.active_users == 4 and runs_per_active_user(full) == 2.5
+    assert stats_document(view, [full, today])["runs_per_active_user_1d"] == 2.5
+    empty = DailyRow("2026-10-05", 0, 0, 0, 0, {})
+    assert stats_document(view, [empty, today])["runs_per_active_user_1d"] == 7.0
+    assert stats_document(view)["runs_per_active_user_1d"] is None
