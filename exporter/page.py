@@ -18,7 +18,7 @@ import jinja2
 from markupsafe import Markup
 
 from exporter import __version__
-from exporter.aggregates import Aggregates, fold, positive, ratio, version_key
+from exporter.aggregates import Aggregates, Retention, fold, positive, ratio, version_key
 from exporter.contract import failure_tone
 from exporter.stats import stats_document
 from exporter.store import DailyRow, Snapshot
@@ -36,6 +36,9 @@ SAMPLE_EVENT = (
     '{"type":"heartbeat","user_id":"0123456789abcdef0123456789abcdef",'
     '"version":"v1.3.5","os":"linux","arch":"amd64"}'
 )
+SHADES = 10  # retention cells are shaded s0..s9 in page.css, one step per 10% of the cohort
+# What a person reads for an event type: the client sends one heartbeat per CLI run.
+EVENT_NAMES = {"heartbeat": "CLI runs (heartbeat)"}
 # The hosts the client's update check accepts without FLAKEDROP_ALLOW_CUSTOM_TELEMETRY=true.
 CLIENT_BUILTIN_HOSTS = ("telemetry.flakedrop.io", "api.flakedrop.io", "localhost", "127.0.0.1")
 
@@ -110,7 +113,7 @@ class Page:
 
     def render(self, view: Aggregates, daily: list[DailyRow], grafana_url: str, base_url: str = "") -> str:
         """Render the dashboard from one aggregates view and the daily rollups."""
-        stats = stats_document(view)
+        stats = stats_document(view, daily)
         links = [("/stats", "/stats"), ("/metrics", "/metrics")]
         if grafana_url.lower().startswith(("http://", "https://")):
             links.append((grafana_url, "Grafana"))
@@ -129,6 +132,8 @@ class Page:
             cells={key: stat_cell(stats, key) for key in STAT_KEYS},
             share=view.latest_share,
             success_tone=failure_tone(failure, view.total_deployments),
+            single_version=view.single_version,
+            retention=retention_table(view.retention),
             generated_at=stats["generated_at"],
             version=__version__,
             deploy=deployments_chart(daily),
@@ -147,7 +152,13 @@ class Page:
                     "Users by CPU", "Arch", "arch_breakdown", positive(view.users_by_arch), "", "users"
                 ),
                 breakdown(
-                    "Events by type", "Type", "events_by_type", dict(view.events_by_type), "", "events"
+                    "Events by type",
+                    "Type",
+                    "events_by_type",
+                    dict(view.events_by_type),
+                    "",
+                    "events",
+                    EVENT_NAMES,
                 ),
             ],
         )
@@ -186,7 +197,15 @@ STAT_KEYS = (
     "latest_version",
     "total_events",
     "heartbeats",
+    "stickiness",
+    "runs_per_active_user_1d",
 )
+PLAIN_FLOATS = frozenset({"runs_per_active_user_1d"})  # floats shown as numbers, not percentages
+
+
+def per_user(value: float | None) -> str:
+    """Format a per-user average with one decimal, or an em dash when undefined."""
+    return "—" if value is None else f"{value:,.1f}"
 
 
 def stat_cell(stats: dict[str, Any], key: str) -> tuple[str, str]:
@@ -194,6 +213,8 @@ def stat_cell(stats: dict[str, Any], key: str) -> tuple[str, str]:
     value: Any = stats
     for part in key.split("."):
         value = value[part]
+    if key in PLAIN_FLOATS:
+        return ("" if value is None else repr(value)), per_user(value)
     if isinstance(value, float) or value is None:
         return ("" if value is None else repr(value)), pct(value)
     if isinstance(value, int):
@@ -315,8 +336,30 @@ def adoption_chart(daily: list[DailyRow], latest: str) -> dict[str, Any]:
     }
 
 
+def retention_table(retention: Retention) -> dict[str, Any]:
+    """The retention table: one row per cohort (oldest first), one cell per week since, shaded by share."""
+    weeks = max((len(cohort.retained) for cohort in retention.cohorts), default=0)
+    rows = []
+    for cohort in retention.cohorts:
+        cells = []
+        for k, n in enumerate(cohort.retained):
+            share = ratio(n, cohort.users)
+            shade = 0 if share is None else min(SHADES - 1, int(share * SHADES))
+            cells.append({"k": k, "n": n, "share": share, "shade": shade})
+        rows.append(
+            {"label": cohort.label, "users": cohort.users, "cells": cells, "blank": weeks - len(cells)}
+        )
+    return {"period": retention.period, "weeks": list(range(weeks)), "rows": rows}
+
+
 def breakdown(
-    title: str, label: str, key: str, counts: dict[str, int], latest: str, unit: str
+    title: str,
+    label: str,
+    key: str,
+    counts: dict[str, int],
+    latest: str,
+    unit: str,
+    names: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A breakdown table with one bar per row, scaled to the largest row (the table is the chart)."""
     total = sum(counts.values())
@@ -324,6 +367,7 @@ def breakdown(
     rows = [
         {
             "name": name,
+            "shown": (names or {}).get(name, name),
             "n": n,
             "share": f"{n / total * 100:.1f}",
             "width": f"{n / top * 100:.3f}",

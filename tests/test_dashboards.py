@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,7 +52,9 @@ DASHBOARDS = load_dashboards()
 
 
 def load_builder() -> ModuleType:
-    """Import grafana/dashboards.py (it needs grafana-foundation-sdk)."""
+    """Import grafana/dashboards.py and its sibling modules (they need grafana-foundation-sdk)."""
+    if str(ROOT / "grafana") not in sys.path:
+        sys.path.insert(0, str(ROOT / "grafana"))  # as `python grafana/dashboards.py` has it
     spec = importlib.util.spec_from_file_location("flakedrop_dashboards", ROOT / "grafana" / "dashboards.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

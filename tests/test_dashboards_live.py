@@ -45,6 +45,7 @@ from support import require_binary
 
 from exporter import clientbytes
 from exporter.simulate import plan_traffic, send
+from exporter.weeks import week_index, week_label
 
 pytestmark = pytest.mark.slow
 
@@ -343,12 +344,18 @@ def is_range_target(panel: dict[str, Any], target: dict[str, Any]) -> bool:
     return not (target.get("instant") and target.get("range") is False)
 
 
+def panel_interval(panel: dict[str, Any]) -> dict[str, str]:
+    """$__interval of a panel with a min interval: the interval itself (the range is shorter than a bar)."""
+    return {"__interval": panel["interval"]} if panel.get("interval") else {}
+
+
 def run_every_panel_query(live: Live) -> None:
     for board, dashboard in load_dashboards().items():
         sets = variable_sets(live, dashboard)
         for combo, values in sets.items():
-            variables = {**BUILTINS, **values}
             for panel in iter_panels(dashboard):
+                # Grafana's $__interval is at least the panel's min interval (the bars' bucket, 1h or 1d).
+                variables = {**BUILTINS, **values, **panel_interval(panel)}
                 for target in panel.get("targets", []):
                     if "expr" not in target:
                         continue
@@ -475,10 +482,17 @@ def expectations(live: Live, board: str, panel: str, ref: str, v: dict[str, str]
     users = len(total.users)
     on_latest = total.user_count(version_re=re.escape(LATEST)).get("", 0)
 
-    def per_second(outcome: str | None, by: str) -> dict[str, float]:
-        """rate() over the 1m window: the load's increase / 60, for every series the filter keeps."""
+    def per_bucket(outcome: str | None, by: str) -> dict[str, float]:
+        """increase() over one bar's bucket (1h, holding the whole load), for every series the filter keeps."""
         counted = load.deploys(os_re, version_re, outcome, by=by)
-        return {key: counted.get(key, 0) / RATE_WINDOW_S for key in load.deploys(os_re, version_re, by=by)}
+        return {key: counted.get(key, 0) for key in load.deploys(os_re, version_re, by=by)}
+
+    runs = sum(
+        n
+        for (os_, version, _), n in load.heartbeats.items()
+        if re.fullmatch(os_re, os_) and re.fullmatch(version_re, version)
+    )
+    cohort = week_label(week_index(live.at))  # every user was first seen seconds ago: one cohort, week 0
 
     table: dict[tuple[str, str, str], Callable[[], Expectation | None]] = {
         # Overview
@@ -525,10 +539,34 @@ def expectations(live: Live, board: str, panel: str, ref: str, v: dict[str, str]
             if os_re == ".+"
             else None
         ),
-        ("overview.json", "Deployments per second by outcome", "A"): lambda: (
+        ("overview.json", "Deployments per hour by outcome", "A"): lambda: (
             "increase",
             "outcome",
-            per_second(None, "outcome"),
+            per_bucket(None, "outcome"),
+        ),
+        ("overview.json", "Configs created per hour", "A"): lambda: (
+            (
+                "increase",
+                None,
+                {"": sum(n for ver, n in load.configs.items() if re.fullmatch(version_re, ver))},
+            )
+            if os_re == ".+"
+            else None
+        ),
+        ("overview.json", "CLI runs per hour", "A"): lambda: ("increase", None, {"": runs}),
+        # runs over the last day (the load: priming is the baseline) / users active in the last day (all)
+        ("overview.json", "CLI runs per active user per day", "A"): lambda: (
+            "ratio",
+            None,
+            {"": sum(load.heartbeats.values()) / users},
+        ),
+        ("overview.json", "Stickiness", "A"): lambda: ("exact", None, {"": 1.0}),
+        ("overview.json", "Events per hour by type", "A"): lambda: ("increase", "type", dict(load.events)),
+        ("overview.json", "Weekly cohort retention", "A"): lambda: ("exact", "cohort", {cohort: 1.0}),
+        ("overview.json", "Weekly cohort retention (users)", "A"): lambda: (
+            "exact",
+            "cohort",
+            {cohort: users},
         ),
         ("overview.json", "Users by OS", "A"): lambda: (
             "exact",
@@ -608,15 +646,15 @@ def expectations(live: Live, board: str, panel: str, ref: str, v: dict[str, str]
             "version",
             load.failure_ratio(version_re=version_re, by="version"),
         ),
-        ("reliability.json", "Failures per second by version", "A"): lambda: (
+        ("reliability.json", "Failed deployments per hour by version", "A"): lambda: (
             "increase",
             "version",
-            per_second("failure", "version"),
+            per_bucket("failure", "version"),
         ),
-        ("reliability.json", "Failures per second by OS", "A"): lambda: (
+        ("reliability.json", "Failed deployments per hour by OS", "A"): lambda: (
             "increase",
             "os",
-            per_second("failure", "os"),
+            per_bucket("failure", "os"),
         ),
         # Exporter health: one exporter target, healthy, nothing rejected
         ("exporter.json", "Replicas up", "A"): lambda: ("exact", None, {"": 1}),

@@ -66,7 +66,10 @@ KPI_KEYS = {
     "latest_version",
     "total_events",
     "heartbeats",
+    "stickiness",
+    "runs_per_active_user_1d",
 }
+PLAIN_FLOATS = {"runs_per_active_user_1d"}  # a per-user average, not a share
 READ_STATS = """() => Array.from(document.querySelectorAll('[data-stat]'), e => [
     e.dataset.stat, e.getAttribute('value'), e.textContent])"""
 READ_BREAKDOWNS = """() => Object.fromEntries(Array.from(document.querySelectorAll('table[data-breakdown]'), t => [
@@ -112,6 +115,8 @@ def assert_dom_equals_stats(found: list[list[str]], stats: dict[str, Any]) -> No
         want = lookup(stats, key)
         if want is None:
             assert (raw, text) == ("", "—"), key
+        elif key in PLAIN_FLOATS:
+            assert float(raw) == want and text == f"{want:,.1f}", key
         elif isinstance(want, float):
             assert float(raw) == want and text == f"{want * 100:.1f}%", key
         elif isinstance(want, int):
@@ -438,7 +443,7 @@ def test_page_fits_a_phone_and_fills_a_wall(browser: Any, start_server: Callable
     screenshot(phone, "page-phone.png")
     wall = open_page(browser, server.url + "/", width=2560, height=1440).page
     tops = wall.evaluate("() => Array.from(document.querySelectorAll('.tile'), t => t.offsetTop)")
-    assert len(tops) == 7 and len(set(tops)) == 1, "the seven tiles share one row on a wall screen"
+    assert len(tops) == 9 and len(set(tops)) == 1, "the nine tiles share one row on a wall screen"
     assert wall.evaluate(OVERFLOW)[0] <= 2560
     screenshot(wall, "page-wall.png")
 
