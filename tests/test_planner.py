@@ -114,7 +114,9 @@ class PlannerMachine(RuleBasedStateMachine):
         self.hours.update(plan.hours)
         self.daily.update(plan.daily)
         self.cohorts.update(plan.cohorts)
-        self.stored_keys.update(key for key, _ in plan.dedup)
+        self.stored_keys.update(
+            rec.dedup_key for rec, ok in zip(batch, plan.counted, strict=True) if ok and rec.dedup_key
+        )
         self.duplicates += plan.counted.count(False)
         self.overflow.update(plan.overflow)
         for rec, counted in zip(batch, plan.counted, strict=True):

@@ -19,7 +19,7 @@ def open_store(url: str, *, writer_process: bool = False, **kwargs: Any) -> Stor
     """Open the store a URL names: sqlite:///path or postgresql://...; optionally commit in a child process.
 
     kwargs go to the store: max_versions, dedup_window, clock, read_connections, and cpu (writer
-    process only) or read_only and gather_delay (in-process only).
+    process only) or gather_delay (in-process only).
     """
     if writer_process:
         from exporter.store.process import WriterProcessStore

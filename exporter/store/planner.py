@@ -67,7 +67,6 @@ class Plan:
     counters: Counter[Key]
     hours: Counter[HourKey]
     daily: Counter[tuple[str, str, str]]
-    dedup: list[tuple[bytes, int]]
     new_versions: list[str]
     cohorts: Counter[CohortKey]
 
@@ -85,7 +84,7 @@ def plan_batch(
     max_versions: int,
 ) -> Plan:
     """Compute a batch's effects from the touched users' current rows; mutates known_versions only."""
-    plan = Plan([], Counter(), {}, Counter(), Counter(), Counter(), [], [], Counter())
+    plan = Plan([], Counter(), {}, Counter(), Counter(), Counter(), [], Counter())
     counted, counters, daily, overflow = plan.counted, plan.counters, plan.daily, plan.overflow
     current = dict(users)
     batch_keys: set[bytes] = set()
@@ -97,7 +96,6 @@ def plan_batch(
                 counted.append(False)
                 continue
             batch_keys.add(key)
-            plan.dedup.append((key, int(rec.received_at)))
         counted.append(True)
         version = rec.version
         if version not in known_versions and version not in (UNKNOWN, OTHER):

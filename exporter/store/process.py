@@ -199,11 +199,10 @@ class WriterProcessStore:
         dedup_window: int = 172800,
         clock: Callable[[], float] = time.time,
         cpu: int | None = None,
-        on_commit: CommitObserver | None = None,
         read_connections: int = 4,
     ) -> None:
         self.clock = clock
-        self._observer = on_commit
+        self._observer: CommitObserver | None = None  # set by observe_commits
         context = multiprocessing.get_context("spawn")
         self._conn, child_conn = context.Pipe()
         settings = WriterSettings(max_versions, dedup_window, clock())

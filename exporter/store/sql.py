@@ -337,7 +337,7 @@ class Writer:
             if not rows:
                 return removed
             after = bytes(rows[-1][0]) + b"\0"  # the next id after the last one
-            counters, hours = plan_removal(_user_row(row) for row in rows)
+            counters, hours = plan_removal(rows_to_users(rows).values())
             self._add_counters(cur, counters, hours)
             cur.executemany(self.backend.sql("DELETE FROM users WHERE id = ?"), [(row[0],) for row in rows])
             removed += len(rows)
@@ -388,13 +388,6 @@ def prune_slices(count: int = PRUNE_SLICES) -> list[tuple[bytes, bytes | None]]:
 def rows_to_users(rows: Sequence[Sequence[Any]]) -> dict[bytes, UserRow]:
     """Map users-table rows to {id: UserRow} (flags stay 0/1 ints, equal to the bools plans build)."""
     return {bytes(row[0]): UserRow._make(row[1:]) for row in rows}
-
-
-def _user_row(row: Sequence[Any]) -> UserRow:
-    """Build a UserRow from a users-table row that starts with the id."""
-    return UserRow(
-        int(row[1]), int(row[2]), row[3], row[4], row[5], bool(row[6]), bool(row[7]), int(row[8]), int(row[9])
-    )
 
 
 def safe_close(conn: Any) -> None:
