@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from exporter.normalize import OTHER, UNKNOWN, canonical_version
-from exporter.store import Snapshot
+from exporter.store import Snapshot, Store
 from exporter.store.base import WINDOWS, DailyRow
 from exporter.weeks import week_index, week_label
 
@@ -60,7 +60,9 @@ class Retention:
         return {"period": self.period, "cohorts": [cohort.to_dict() for cohort in self.cohorts]}
 
 
-def retention(cells: Mapping[tuple[int, int], int], now: float, max_cohorts: int, max_weeks: int) -> Retention:
+def retention(
+    cells: Mapping[tuple[int, int], int], now: float, max_cohorts: int, max_weeks: int
+) -> Retention:
     """Return the cohorts of the last max_cohorts weeks up to now's week that have users, at most max_weeks each."""
     current = week_index(now)
     cohorts = []
@@ -69,7 +71,9 @@ def retention(cells: Mapping[tuple[int, int], int], now: float, max_cohorts: int
         if users <= 0:
             continue
         weeks = min(max_weeks, current - cohort + 1)
-        cohorts.append(Cohort(week_label(cohort), users, tuple(cells.get((cohort, k), 0) for k in range(weeks))))
+        cohorts.append(
+            Cohort(week_label(cohort), users, tuple(cells.get((cohort, k), 0) for k in range(weeks)))
+        )
     return Retention("week", tuple(cohorts))
 
 
@@ -136,6 +140,25 @@ class Aggregates:
     def is_empty(self) -> bool:
         """Return True until the store has counted any event or user."""
         return self.total_events == 0 and self.unique_users == 0
+
+
+@dataclass(frozen=True)
+class Folding:
+    """How the read endpoints fold a snapshot: the latest release, and the retention table's bounds."""
+
+    latest_version: str
+    max_cohorts: int = 12
+    max_weeks: int = 12
+
+    def read(self, store: Store, now: float) -> Aggregates:
+        """Read the store's snapshot as of now and fold it; raises StoreUnavailable."""
+        return fold(
+            store.snapshot(now),
+            self.latest_version,
+            now,
+            max_cohorts=self.max_cohorts,
+            max_weeks=self.max_weeks,
+        )
 
 
 def fold(

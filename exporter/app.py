@@ -15,6 +15,7 @@ from typing import Any
 import falcon
 from prometheus_client import CollectorRegistry
 
+from exporter.aggregates import Folding
 from exporter.config import Config
 from exporter.errors import RateLimited, StoreError, TelemetryError
 from exporter.ingest import Ingestor, UserHasher
@@ -193,14 +194,14 @@ def build_service(
             "twice; restore the key file or --user-id-key used before (all replicas must share one key)"
         )
     metrics.store_ready.set_function(lambda: 1.0 if store.ready() else 0.0)
+    folding = Folding(config.latest_version, config.retention_cohorts, config.retention_weeks)
     registry.register(
         StoreCollector(
             store,
             clock,
-            config.latest_version,
+            folding,
             release_timestamp(config.latest_release_date),
             on_error=metrics.store_errors.labels("read").inc,
-            bounds=config.cohort_bounds,
         )
     )
     ingestor = Ingestor(
@@ -229,9 +230,9 @@ def build_service(
             config.latest_version, config.latest_release_date, config.update_url, config.latest_critical
         ),
     )
-    app.add_route("/stats", StatsResource(store, config.latest_version, clock, config.cohort_bounds))
+    app.add_route("/stats", StatsResource(store, folding, clock))
     app.add_route("/metrics", MetricsResource(registry))
-    app.add_route("/", PageResource(store, config.latest_version, config.grafana_url, clock, config.cohort_bounds))
+    app.add_route("/", PageResource(store, folding, config.grafana_url, clock))
     app.add_route("/healthz", HealthResource())
     app.add_route("/readyz", ReadyResource(store))
     app.add_route("/openapi.json", OpenAPIResource())

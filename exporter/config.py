@@ -150,11 +150,6 @@ class Config:
     backup_keep: int = setting(24, "Scheduled snapshots kept; older ones are deleted.")
 
     @property
-    def cohort_bounds(self) -> dict[str, int]:
-        """Return the retention table's bounds as fold() takes them (max_cohorts, max_weeks)."""
-        return {"max_cohorts": self.retention_cohorts, "max_weeks": self.retention_weeks}
-
-    @property
     def store_url(self) -> str:
         """Return the effective store URL (the SQLite default lives in the data dir)."""
         if self.database_url:
@@ -277,7 +272,10 @@ def validate(config: Config) -> None:
         (config.max_versions >= 1, "--max-versions must be at least 1"),
         (config.dedup_window >= 0, "--dedup-window must be 0 or more"),
         (config.retention_days >= 0, "--retention-days must be 0 or more"),
-        (1 <= config.retention_cohorts <= MAX_WEEKS, f"--retention-cohorts must be between 1 and {MAX_WEEKS}"),
+        (
+            1 <= config.retention_cohorts <= MAX_WEEKS,
+            f"--retention-cohorts must be between 1 and {MAX_WEEKS}",
+        ),
         (1 <= config.retention_weeks <= MAX_WEEKS, f"--retention-weeks must be between 1 and {MAX_WEEKS}"),
         (config.rate_limit >= 0, "--rate-limit must be 0 or more"),
         (config.rate_burst >= 1, "--rate-burst must be at least 1"),

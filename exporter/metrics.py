@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.aggregates import Aggregates, Labels, fold
+from exporter.aggregates import Aggregates, Folding, Labels
 from exporter.errors import REJECT_REASONS, StoreUnavailable
 from exporter.store import Store
 
@@ -184,29 +184,26 @@ class StoreCollector(Collector):
         self,
         store: Store,
         clock: Callable[[], float],
-        latest_version: str,
+        folding: Folding,
         latest_release_ts: float | None,
         on_error: Callable[[], None] | None = None,
-        bounds: Mapping[str, int] | None = None,
     ) -> None:
-        self.bounds = dict(bounds or {})  # fold()'s max_cohorts / max_weeks (the settings)
         self.store = store
         self.clock = clock
-        self.latest_version = latest_version
+        self.folding = folding
         self.latest_release_ts = latest_release_ts
         self.on_error = on_error
 
     def collect(self) -> Iterator[Metric]:
         """Read one snapshot, fold it once, and yield every store-backed family from the view."""
-        now = self.clock()
         try:
-            snap = self.store.snapshot(now)
+            view = self.folding.read(self.store, self.clock())
         except StoreUnavailable:
             if self.on_error is not None:
                 self.on_error()
             log.warning("store unavailable during scrape; store-backed families omitted")
             return
-        yield from families(fold(snap, self.latest_version, now, **self.bounds), self.latest_release_ts)
+        yield from families(view, self.latest_release_ts)
 
 
 def _counter(name: str, documentation: str, labels: list[str], series: Mapping[Labels, int]) -> Metric:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import falcon
 
-from exporter.aggregates import fold
+from exporter.aggregates import Folding
 from exporter.page import Page
 from exporter.store import Store
 
@@ -17,14 +17,12 @@ class PageResource:
     def __init__(
         self,
         store: Store,
-        latest_version: str,
+        folding: Folding,
         grafana_url: str,
         clock: Callable[[], float],
-        bounds: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
-        self.bounds = dict(bounds or {})  # fold()'s max_cohorts / max_weeks (the settings)
-        self.latest_version = latest_version
+        self.folding = folding
         self.grafana_url = grafana_url
         self.clock = clock
         self.page = Page()
@@ -33,7 +31,7 @@ class PageResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Render the page from one snapshot and the daily rollups."""
         now = self.clock()
-        view = fold(self.store.snapshot(now), self.latest_version, now, **self.bounds)
+        view = self.folding.read(self.store, now)
         daily = self.store.daily(30, now)
         resp.content_type = falcon.MEDIA_HTML
         resp.cache_control = ["no-store"]

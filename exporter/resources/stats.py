@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import falcon
 
-from exporter.aggregates import fold
+from exporter.aggregates import Folding
 from exporter.stats import STATS_DAYS, stats_document
 from exporter.store import Store
 
@@ -17,18 +17,16 @@ class StatsResource:
     def __init__(
         self,
         store: Store,
-        latest_version: str,
+        folding: Folding,
         clock: Callable[[], float],
-        bounds: Mapping[str, int] | None = None,
     ) -> None:
         self.store = store
-        self.latest_version = latest_version
+        self.folding = folding
         self.clock = clock
-        self.bounds = dict(bounds or {})  # fold()'s max_cohorts / max_weeks (the settings)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Return the current stats, never cached."""
         now = self.clock()
-        view = fold(self.store.snapshot(now), self.latest_version, now, **self.bounds)
+        view = self.folding.read(self.store, now)
         resp.media = stats_document(view, self.store.daily(STATS_DAYS, now))
         resp.cache_control = ["no-store"]
