@@ -6,8 +6,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from exporter.aggregates import Aggregates, fold, positive, runs_per_active_user
-from exporter.store import DailyRow, Snapshot
+from exporter.aggregates import Aggregates, Folding, positive, runs_per_active_user
+from exporter.store import DailyRow, Store
 
 STATS_DAYS = 2  # daily rows /stats reads: the last full day and the current one
 
@@ -19,7 +19,7 @@ def last_day(daily: Sequence[DailyRow]) -> DailyRow | None:
     return daily[-1] if daily else None
 
 
-def stats_document(view: Aggregates, daily: Sequence[DailyRow] = ()) -> dict[str, Any]:
+def stats_document(view: Aggregates, daily: Sequence[DailyRow]) -> dict[str, Any]:
     """Return /stats for one view and the last days of rollups (oldest first); breakdowns count users."""
     day = last_day(daily)
     return {
@@ -48,8 +48,6 @@ def stats_document(view: Aggregates, daily: Sequence[DailyRow] = ()) -> dict[str
     }
 
 
-def build_stats(
-    snap: Snapshot, latest_version: str, now: float, daily: Sequence[DailyRow] = (), **bounds: int
-) -> dict[str, Any]:
-    """Return /stats straight from a snapshot (folds it; callers holding a view use stats_document)."""
-    return stats_document(fold(snap, latest_version, now, **bounds), daily)
+def read_stats(store: Store, folding: Folding, now: float) -> dict[str, Any]:
+    """Return /stats as the endpoint serves it: one folded snapshot and the last STATS_DAYS daily rows."""
+    return stats_document(folding.read(store, now), store.daily(STATS_DAYS, now))

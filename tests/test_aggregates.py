@@ -73,7 +73,7 @@ def model(snap: Snapshot, latest: str) -> dict[str, object]:
 
 @given(snapshots(), LATEST)
 def test_stats_follow_the_model(snap: Snapshot, latest: str) -> None:
-    stats = stats_document(fold(snap, latest, 0.0))
+    stats = stats_document(fold(snap, latest, 0.0), [])
     for key, want in model(snap, latest).items():
         got = stats[key]
         assert (dict(got) if isinstance(got, dict) else got) == want, key
@@ -85,7 +85,7 @@ def test_stats_follow_the_model(snap: Snapshot, latest: str) -> None:
 @given(snapshots(), LATEST)
 def test_metrics_and_stats_read_the_same_view(snap: Snapshot, latest: str) -> None:
     view = fold(snap, latest, 0.0)
-    stats = stats_document(view)
+    stats = stats_document(view, [])
     registry = CollectorRegistry()
 
     class Once:

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import tmpfs
 
+from exporter.aggregates import Folding
 from exporter.backup import (
     PLACEHOLDER,
     BackupError,
@@ -32,7 +33,7 @@ from exporter.backup import (
 from exporter.cli import main
 from exporter.ingest import UserHasher
 from exporter.restore import restore, verify
-from exporter.stats import build_stats
+from exporter.stats import read_stats
 from exporter.store.base import Record
 from exporter.store.sqlite import SQLiteStore
 from exporter.userkey import KEY_FILE
@@ -64,7 +65,7 @@ def fill(data_dir: Path, records: list[Record], user_id_key: str = "") -> tuple[
         store.key_fingerprint(key.fingerprint)
         if records:
             store.write(records)
-        return key, build_stats(store.snapshot(NOW), "v1.3.0", NOW)
+        return key, read_stats(store, Folding("v1.3.0"), NOW)
     finally:
         store.close()
 
@@ -73,7 +74,7 @@ def stats_of(data_dir: Path) -> dict:
     """Return /stats computed from the store in data_dir."""
     store = SQLiteStore(data_dir / "telemetry.db", clock=lambda: NOW)
     try:
-        return build_stats(store.snapshot(NOW), "v1.3.0", NOW)
+        return read_stats(store, Folding("v1.3.0"), NOW)
     finally:
         store.close()
 
@@ -422,7 +423,7 @@ def stats_from_file(backup: Path, scratch: Path) -> dict:
     shutil.copyfile(backup, scratch / "telemetry.db")
     store = SQLiteStore(scratch / "telemetry.db")
     try:
-        stats = build_stats(store.snapshot(time.time()), "v1.3.5", time.time())
+        stats = read_stats(store, Folding("v1.3.5"), time.time())
     finally:
         store.close()
     stats.pop("generated_at")

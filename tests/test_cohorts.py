@@ -327,4 +327,4 @@ def test_stickiness_single_version_and_runs_per_active_user() -> None:
     assert stats_document(view, [full, today])["runs_per_active_user_1d"] == 2.5
     empty = DailyRow("2026-10-05", 0, 0, 0, 0, {})
     assert stats_document(view, [empty, today])["runs_per_active_user_1d"] == 7.0
-    assert stats_document(view)["runs_per_active_user_1d"] is None
+    assert stats_document(view, [])["runs_per_active_user_1d"] is None

@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry
 from wire_samples import CONFIG_CREATED, DEPLOYMENT, HEADERS, HEARTBEAT, USER
 
 from exporter import __version__
+from exporter.aggregates import fold
 from exporter.app import PROTECTED, ROUTES, create_app
 from exporter.config import Config
 from exporter.errors import REJECT_REASONS, StoreUnavailable
 from exporter.normalize import COLLECTOR_TYPES, SHIPPED_TYPES
-from exporter.stats import build_stats
+from exporter.stats import stats_document
 from exporter.store import Snapshot
 
 TOKEN = "read-token-0123456789"
@@ -159,7 +160,7 @@ def test_enumerations_and_limits_match_the_code() -> None:
     assert {deployment} | others == SHIPPED_TYPES | COLLECTOR_TYPES
     assert schemas["Error"]["properties"]["reason"]["enum"] == [*REJECT_REASONS, "invalid_batch"]
     assert schemas["EventArray"]["maxItems"] == Config().max_batch
-    stats = build_stats(Snapshot({}, {}, {}), "v1.3.5", 0.0)
+    stats = stats_document(fold(Snapshot({}, {}, {}), "v1.3.5", 0.0), [])
     assert set(schemas["Stats"]["required"]) == set(stats) == set(schemas["Stats"]["properties"])
     validate(stats, "#/components/schemas/Stats")
     statuses = set(spec()["paths"]["/v1/events"]["post"]["responses"])

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import falcon
 
 from exporter.aggregates import Folding
-from exporter.stats import STATS_DAYS, stats_document
+from exporter.stats import read_stats
 from exporter.store import Store
 
 
@@ -27,6 +27,5 @@ class StatsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Return the current stats, never cached."""
         now = self.clock()
-        view = self.folding.read(self.store, now)
-        resp.media = stats_document(view, self.store.daily(STATS_DAYS, now))
+        resp.media = read_stats(self.store, self.folding, now)
         resp.cache_control = ["no-store"]
